@@ -1,0 +1,297 @@
+"""``conceptkit build``: checks the input, makes sure an LLM answers, runs the Beam graph, writes the manifest.
+
+In: a ``BuildConfig``. Out: a committed run directory (see README "Run directory") and a ``BuildSummary``.
+Everything user-caused (bad files, configs, endpoints) fails before the run directory is touched; the graph
+writes into a staged directory that is swapped into place only after the item accounting checks out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pipelines import __version__
+from pipelines.config import BuildConfig, ConfigError
+from pipelines.items import load_items
+from pipelines.llm import ChatClient, ClientSettings, LLMCache, check_endpoint
+from pipelines.prompts import build_requests
+from pipelines.rundir import StagedRun
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("read", "generate", "filter", "embed_items", "select", "index", "annotate", "write")
+
+
+class UserError(ValueError):
+    """Something the user can fix (input, config, endpoint); the CLI exits 2 with the message."""
+
+
+class RunError(RuntimeError):
+    """The run itself failed (exit 1); nothing was committed."""
+
+
+@dataclass
+class BuildSummary:
+    out: Path
+    run_id: str
+    counts: dict[str, int] = field(default_factory=dict)
+    llm: dict[str, Any] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "conceptkit": __version__}
+    for dist in ("apache-beam", "torch", "sentence-transformers", "faiss-cpu", "pyarrow", "openai", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _public_url(url: str) -> str:
+    """The URL without credentials or query string (they may hold secrets)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _pipeline_options(cfg: BuildConfig):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    if cfg.runner.runner == "direct":
+        args = ["--runner=DirectRunner", f"--direct_num_workers={cfg.runner.direct_num_workers}"]
+        if cfg.runner.direct_num_workers > 1:
+            args.append("--direct_running_mode=multi_processing")
+        return PipelineOptions(args)
+    raise ConfigError(f"runner.runner {cfg.runner.runner!r} is not supported yet; use 'direct'")
+
+
+def _metrics(result) -> dict[str, int]:
+    out: dict[str, int] = {}
+    query = result.metrics().query()
+    for c in query["counters"]:
+        if c.key.metric.namespace == "conceptkit":
+            out[c.key.metric.name] = out.get(c.key.metric.name, 0) + (c.committed or c.attempted or 0)
+    for d in query["distributions"]:
+        if d.key.metric.name == "llm_latency_ms":
+            dist = d.committed or d.attempted
+            if dist and dist.count:
+                out["llm_latency_ms_mean"] = int(dist.sum / dist.count)
+                out["llm_latency_ms_max"] = int(dist.max)
+    return out
+
+
+def llm_settings(cfg: BuildConfig) -> tuple[ClientSettings, bool]:
+    """Client settings and whether they point at the embedded model."""
+    from pipelines.llm_server import MODEL_NAME, base_url
+
+    embedded = cfg.llm.base_url is None
+    if not embedded and not cfg.llm.model:
+        raise UserError("--llm-model is required with --llm-base-url (the model name the endpoint serves)")
+    cache = cfg.cache_path() / "llm.sqlite" if cfg.llm.cache else None
+    return (
+        ClientSettings(
+            base_url=base_url(cfg.llm.embedded_port) if embedded else cfg.llm.base_url,
+            model=MODEL_NAME if embedded else cfg.llm.model,
+            api_key_env=cfg.llm.api_key_env,
+            temperature=cfg.llm.temperature,
+            max_tokens=cfg.llm.max_tokens,
+            seed=cfg.llm.seed,
+            concurrency=cfg.llm.concurrency,
+            timeout_s=cfg.llm.timeout_s,
+            max_retries=cfg.llm.max_retries,
+            cache_path=str(cache) if cache else None,
+            refresh_cache=cfg.llm.refresh_cache,
+        ),
+        embedded,
+    )
+
+
+def run_build(cfg: BuildConfig, *, argv: list[str] | None = None) -> BuildSummary:
+    """Run a whole build; raises ``UserError`` (nothing written) or ``RunError`` (nothing committed)."""
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    try:
+        out = cfg.out_dir()
+        loaded = load_items(cfg.items)
+    except (ConfigError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    if cfg.llm.api_key_env and not os.environ.get(cfg.llm.api_key_env):
+        raise UserError(f"environment variable {cfg.llm.api_key_env} (named by --llm-api-key-env) is not set")
+    custom = [(t.id, t.template) for t in cfg.generation.templates]
+    requests = build_requests(
+        loaded.classes, family=cfg.generation.family, domain=cfg.generation.domain,
+        n=cfg.generation.concepts_per_prompt, samples=cfg.llm.samples, extra_templates=custom,
+    )
+    settings, embedded = llm_settings(cfg)
+    need_llm = True
+    if settings.cache_path and not settings.refresh_cache and Path(settings.cache_path).exists():
+        probe = ChatClient(settings)
+        need_llm = not LLMCache(settings.cache_path).has_all([probe.key_for(r.messages(), r.sample) for r in requests])
+    timings["preflight"] = time.perf_counter() - started
+    run_id = f"{out.name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+
+    with ExitStack() as stack:
+        t = time.perf_counter()
+        if need_llm and embedded:
+            from pipelines.llm_server import EmbeddedModelError, EmbeddedServer
+
+            cfg.cache_path().mkdir(parents=True, exist_ok=True)
+            try:
+                stack.enter_context(EmbeddedServer(cfg.llm.embedded_port, log_path=cfg.cache_path() / "llm-server.log"))
+            except EmbeddedModelError as exc:
+                raise UserError(str(exc)) from None
+        elif need_llm:
+            try:
+                check_endpoint(settings.base_url)
+            except ConnectionError as exc:
+                raise UserError(str(exc)) from None
+        timings["llm_startup"] = time.perf_counter() - t
+        logger.info("%d items, %d classes, %d LLM requests (%s)", loaded.table.num_rows, len(loaded.classes),
+                    len(requests), "some uncached" if need_llm else "all cached")
+
+        run = stack.enter_context(StagedRun(out))
+        staged = run.path("_staging", "items.parquet")
+        staged.parent.mkdir(parents=True)
+        import pyarrow.parquet as pq
+
+        pq.write_table(loaded.table, staged, row_group_size=max(1, cfg.annotation.batch_size * 16))
+        n_groups = pq.ParquetFile(staged).num_row_groups
+        import apache_beam as beam
+
+        from pipelines.transforms import build_pipeline
+
+        t = time.perf_counter()
+        pipeline = beam.Pipeline(options=_pipeline_options(cfg))
+        build_pipeline(
+            pipeline, staged_items=str(staged), n_row_groups=n_groups, classes=loaded.classes, requests=requests,
+            settings=settings, cfg=cfg, run_dir=run.tmp, run_id=run_id,
+        )
+        try:
+            result = pipeline.run()
+            result.wait_until_finish()
+        except Exception as exc:  # the runner wraps worker errors; report the cause in one line
+            raise RunError(f"pipeline failed: {' '.join(str(exc).split())[:500]}") from exc
+        timings["pipeline"] = time.perf_counter() - t
+        metrics = _metrics(result)
+        shutil.rmtree(run.path("_staging"))
+        summary = _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv, started)
+        run.commit()
+    summary.out = out
+    return summary
+
+
+def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv, started) -> BuildSummary:
+    """Check the accounting, write config.xml and the manifest into the staged run."""
+    import pyarrow.parquet as pq
+
+    from pipelines.review import item_review_config
+    from schemas.concepts import CONCEPTS
+    from schemas.io import read_table
+    from schemas.rejects import REJECTS
+
+    concepts = read_table(run.path("concepts.parquet"), CONCEPTS)
+    if concepts.num_rows == 0:
+        raise RunError("no concept survived generation and filtering; see the rejects in the log and the config")
+    rejects = read_table(run.path("rejects.parquet"), REJECTS)
+    shard_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in run.path("annotations").glob("*.parquet"))
+    item_rejects = sum(1 for s in rejects.column("stage").to_pylist() if s == "items")
+    n_in = loaded.table.num_rows
+    if shard_rows + item_rejects != n_in:
+        raise RunError(f"item accounting failed: {n_in} items in, {shard_rows} annotated + {item_rejects} rejected")
+    (run.path("labelstudio")).mkdir(exist_ok=True)
+    (run.path("labelstudio", "config.xml")).write_text(item_review_config(concepts.column("concept").to_pylist()))
+    for stage in STAGES:
+        timings[stage] = metrics.get(f"{stage}_ms", 0) / 1000
+    timings["total"] = time.perf_counter() - started
+    counts = {
+        "items_in": n_in,
+        "items_annotated": shard_rows,
+        "items_rejected": item_rejects,
+        "classes": len(loaded.classes),
+        "llm_requests": len(requests),
+        "candidates_proposed": metrics.get("candidates_proposed", 0),
+        "candidates_accepted": metrics.get("candidates_accepted", 0),
+        "candidates_merged": metrics.get("candidates_merged", 0),
+        "candidates_rejected": metrics.get("candidates_rejected", 0),
+        "concepts_selected": concepts.num_rows,
+        "rejects": rejects.num_rows,
+    }
+    llm = {
+        "endpoint": _public_url(settings.base_url),
+        "model": settings.model,
+        "calls": metrics.get("llm_calls", 0),
+        "cache_hits": metrics.get("llm_cache_hits", 0),
+        "errors": metrics.get("llm_errors", 0),
+        "retries": metrics.get("llm_retries", 0),
+        "unparseable": metrics.get("llm_unparseable", 0),
+        "prompt_tokens": metrics.get("llm_prompt_tokens", 0),
+        "completion_tokens": metrics.get("llm_completion_tokens", 0),
+        "latency_ms_mean": metrics.get("llm_latency_ms_mean"),
+        "latency_ms_max": metrics.get("llm_latency_ms_max"),
+    }
+    manifest = {
+        "run_id": run_id,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": argv,
+        "config": cfg.public_dict(),
+        "input": {"path": loaded.path, "sha256": _file_sha256(loaded.path), "rows": n_in, "classes": list(loaded.classes),
+                  "labelled": loaded.labelled},
+        "versions": _versions(),
+        "models": {"llm": {"endpoint": llm["endpoint"], "model": settings.model}, "embedding": cfg.embedding.model},
+        "counts": counts,
+        "llm": llm,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "outputs": {
+            "candidates": "candidates.parquet",
+            "concepts": "concepts.parquet",
+            "annotations": "annotations/",
+            "rejects": "rejects.parquet",
+            "index": "index/",
+            "labelstudio": "labelstudio/",
+        },
+    }
+    run.path("manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return BuildSummary(out=run.out, run_id=run_id, counts=counts, llm=llm, timings_s=manifest["timings_s"])
+
+
+def format_summary(summary: BuildSummary) -> str:
+    c, llm, t = summary.counts, summary.llm, summary.timings_s
+    lines = [
+        f"conceptkit build: run {summary.run_id} written to {summary.out}/",
+        f"  items       {c['items_in']} in, {c['items_annotated']} annotated, {c['items_rejected']} rejected"
+        f" ({c['classes']} classes)",
+        f"  llm         {llm['calls']} calls, {llm['cache_hits']} cache hits, {llm['errors']} errors, "
+        f"{llm['retries']} retries, {llm['prompt_tokens']}+{llm['completion_tokens']} tokens ({llm['model']})",
+        f"  candidates  {c['candidates_proposed']} proposed, {c['candidates_accepted']} accepted, "
+        f"{c['candidates_merged']} merged, {c['candidates_rejected']} rejected",
+        f"  concepts    {c['concepts_selected']} selected; {c['rejects']} rows in rejects.parquet",
+        "  time (s)    " + ", ".join(f"{k} {v:.1f}" for k, v in t.items() if v or k == "total"),
+        f"  outputs     {summary.out}/{{candidates,concepts,rejects}}.parquet, annotations/, index/, labelstudio/, "
+        "manifest.json",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""The ``conceptkit`` command line. Exit codes: 0 success, 1 the run failed, 2 a user error (input, config, flags).
+
+Every command ends by saying what it did and where its results are. Logging is configured here, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from pipelines import __version__
+
+logger = logging.getLogger("conceptkit")
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+# (flag, config key, argparse kwargs): every build flag overrides the YAML key beside it.
+BUILD_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--items", "items.path", dict(metavar="PATH", help="items file: .parquet, .csv or .jsonl")),
+    ("--format", "items.format", dict(choices=["auto", "parquet", "csv", "jsonl"], help="items file format (default: from the extension)")),
+    ("--id-column", "items.id_column", dict(metavar="COL", help="item id column (default 'id'; row numbers when absent)")),
+    ("--text-column", "items.text_column", dict(metavar="COL", help="text column (default 'text')")),
+    ("--label-column", "items.label_column", dict(metavar="COL", help="class label column (default 'label')")),
+    ("--classes", "items.classes_file", dict(metavar="FILE", help="class names, one per line (needed when items are unlabelled)")),
+    ("--out", "out", dict(metavar="DIR", help="run directory to write (default runs/<name>)")),
+    ("--name", "name", dict(help="run name (used when --out is not given)")),
+    ("--cache-dir", "cache_dir", dict(metavar="DIR", help="LLM and embedding caches (default: <out parent>/.cache)")),
+    ("--llm-base-url", "llm.base_url", dict(metavar="URL", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (default: start the embedded model)")),
+    ("--llm-model", "llm.model", dict(metavar="NAME", help="model name at that endpoint (required with --llm-base-url)")),
+    ("--llm-api-key-env", "llm.api_key_env", dict(metavar="VAR", help="name of the environment variable holding the API key (the key itself is never passed on the command line)")),
+    ("--llm-concurrency", "llm.concurrency", dict(type=int, metavar="N", help="concurrent LLM requests (default 4)")),
+    ("--llm-timeout", "llm.timeout_s", dict(type=float, metavar="S", help="per-request timeout in seconds (default 120)")),
+    ("--llm-max-retries", "llm.max_retries", dict(type=int, metavar="N", help="retries on 429/5xx/timeouts/connection errors (default 4)")),
+    ("--temperature", "llm.temperature", dict(type=float, help="sampling temperature (default 0.7)")),
+    ("--samples", "llm.samples", dict(type=int, metavar="N", help="samples per prompt (default 1)")),
+    ("--seed", "llm.seed", dict(type=int, help="sampling seed (sample i uses seed+i)")),
+    ("--llm-port", "llm.embedded_port", dict(type=int, metavar="PORT", help="port of the embedded model on 127.0.0.1 (default 8765)")),
+    ("--prompt-family", "generation.family", dict(choices=["text", "labo", "lfcbm", "custom"], help="prompt templates (default 'text')")),
+    ("--domain", "generation.domain", dict(help="what the data is, e.g. 'news articles' (fills {domain})")),
+    ("--concepts-per-prompt", "generation.concepts_per_prompt", dict(type=int, metavar="N", help="concepts asked for per prompt (default 10)")),
+    ("--embedding-model", "embedding.model", dict(metavar="NAME", help="sentence-transformers model name or path (default packaged:all-MiniLM-L6-v2)")),
+    ("--k-per-class", "selection.k_per_class", dict(type=int, metavar="K", help="concepts selected per class (default 8)")),
+    ("--alpha", "selection.alpha", dict(type=float, help="weight of discriminability (default 1.0)")),
+    ("--beta", "selection.beta", dict(type=float, help="weight of coverage (default 1.0)")),
+    ("--top-k", "annotation.top_k", dict(type=int, metavar="K", help="top concepts stored per item (default 5)")),
+    ("--runner", "runner.runner", dict(choices=["direct", "dask"], help="Beam runner (default direct: in-process, no network)")),
+    ("--direct-num-workers", "runner.direct_num_workers", dict(type=int, metavar="N", help="worker processes for the direct runner (default 1)")),
+]
+
+
+def _add_build(sub) -> None:
+    p = sub.add_parser(
+        "build",
+        help="build a concept dataset from labelled (or class-listed) items",
+        description="Generate candidate concepts per class with an LLM, filter and select them, embed and index "
+        "them, and annotate every item. Writes candidates/concepts/rejects Parquet, annotations/, index/, "
+        "labelstudio/ and manifest.json into the run directory, which appears only when the run succeeds.",
+    )
+    p.add_argument("--config", metavar="YAML", help="build config; the flags below override its keys")
+    for flag, key, kwargs in BUILD_FLAGS:
+        p.add_argument(flag, dest=key, default=None, **kwargs)
+    p.add_argument("--no-cache", dest="llm.cache", action="store_const", const=False, default=None, help="neither read nor write the LLM cache")
+    p.add_argument("--refresh-cache", dest="llm.refresh_cache", action="store_const", const=True, default=None, help="call the LLM again and overwrite cached answers")
+    p.set_defaults(func=_cmd_build)
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from pipelines.build import RunError, UserError, format_summary, run_build
+    from pipelines.config import ConfigError, load_config
+
+    overrides: dict[str, Any] = {}
+    for key, value in vars(args).items():
+        if "." in key or key in ("out", "name", "cache_dir"):
+            if value is not None:
+                _set(overrides, key, value)
+    try:
+        cfg = load_config(args.config, overrides)
+        summary = run_build(cfg, argv=sys.argv[1:])
+    except (UserError, ConfigError) as exc:
+        print(f"conceptkit build: error: {exc}", file=sys.stderr)
+        return 2
+    except RunError as exc:
+        print(f"conceptkit build: failed: {exc} (nothing was written to the run directory)", file=sys.stderr)
+        return 1
+    print(format_summary(summary))
+    return 0
+
+
+def _cmd_llm_serve(args: argparse.Namespace) -> int:
+    from pipelines.llm_server import EmbeddedModelError, is_healthy, serve
+
+    if is_healthy(args.port):
+        print(f"conceptkit llm serve: an embedded LLM is already running on 127.0.0.1:{args.port}")
+        return 0
+    try:
+        serve(args.port, parallel=args.parallel, threads=args.threads)
+    except EmbeddedModelError as exc:
+        print(f"conceptkit llm serve: error: {exc}", file=sys.stderr)
+        return 2
+    print("conceptkit llm serve: stopped")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="conceptkit", description="Build concept datasets for interpretable models.")
+    parser.add_argument("--version", action="version", version=f"conceptkit {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_build(sub)
+    llm = sub.add_parser("llm", help="the embedded local LLM").add_subparsers(dest="llm_command", required=True)
+    serve = llm.add_parser("serve", help="serve the embedded model on 127.0.0.1 in the foreground")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--parallel", type=int, default=4, help="concurrent request slots")
+    serve.add_argument("--threads", type=int, default=None)
+    serve.set_defaults(func=_cmd_llm_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:
+        for noisy in ("apache_beam", "httpx", "sentence_transformers", "openai"):
+            logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

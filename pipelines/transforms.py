@@ -1,0 +1,502 @@
+"""Beam wiring of the build: thin DoFns around the pure stage modules, composed by ``BuildConcepts``.
+
+Each DoFn owns its client or model from ``setup()`` and counts outcomes with ``Metrics``; stage time is counted
+in milliseconds under ``<stage>_ms``. Sinks write into the staged run directory: small tables once, annotations as
+Parquet shards (one per bundle or ``rows_per_shard`` rows, each written atomically); ``CommitShards`` deletes
+shards that no surviving bundle reported (a retried bundle's leftovers), so every runner ends with exactly the
+committed rows. This is the only module that imports ``apache_beam``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from pipelines.config import AnnotationConfig, EmbeddingConfig, FilterConfig, SelectionConfig
+from pipelines.llm import ClientSettings
+from pipelines.parse import ParseError, parse_candidates
+from pipelines.prompts import ConceptRequest, concepts_schema
+
+logger = logging.getLogger(__name__)
+NS = "conceptkit"
+
+
+def counter(name: str):
+    return Metrics.counter(NS, name)
+
+
+@contextmanager
+def timed(stage: str):
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        counter(f"{stage}_ms").inc(int((time.perf_counter() - started) * 1000))
+
+
+def reject(stage: str, key: str, reason: str, detail: str | None = None, raw: str | None = None) -> dict:
+    return {"stage": stage, "key": key, "reason": reason, "detail": detail, "raw": raw}
+
+
+class ReadItemGroup(beam.DoFn):
+    """Row group index -> the item rows of that row group of the staged items file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def process(self, group: int):
+        import pyarrow.parquet as pq
+
+        with timed("read"):
+            rows = pq.ParquetFile(self.path).read_row_group(group).to_pylist()
+        counter("items_read").inc(len(rows))
+        yield from rows
+
+
+class ValidateItems(beam.DoFn):
+    """Item row -> the row (main) or a reject (tag ``rejects``)."""
+
+    def __init__(self, classes: Sequence[str], max_text_chars: int) -> None:
+        self.classes = frozenset(classes)
+        self.max_text_chars = max_text_chars
+
+    def process(self, row: dict):
+        from pipelines.items import validate_row
+
+        reason = validate_row(row, classes=self.classes, max_text_chars=self.max_text_chars)
+        if reason is None:
+            counter("items_valid").inc()
+            yield row
+        else:
+            counter("items_rejected").inc()
+            yield beam.pvalue.TaggedOutput(
+                "rejects", reject("items", str(row.get("item_id")), reason, raw=(row.get("text") or "")[:2000])
+            )
+
+
+class GenerateCandidates(beam.DoFn):
+    """A chunk of concept requests -> candidate rows (main) and rejects (tag ``rejects``), calls run concurrently."""
+
+    def __init__(self, settings: ClientSettings) -> None:
+        self.settings = settings
+        self.client = None
+
+    def setup(self) -> None:
+        from pipelines.llm import ChatClient
+
+        self.client = ChatClient(self.settings)
+
+    def process(self, chunk: list[dict]):
+        requests = [ConceptRequest(**r) for r in chunk]
+        jobs = [(r.messages(), concepts_schema(r.n), r.sample) for r in requests]
+        with timed("generate"):
+            results = self.client.run_many(jobs)
+        for request, result in zip(requests, results):
+            counter("llm_cache_hits" if result.cached else "llm_calls").inc()
+            counter("llm_retries").inc(result.retries)
+            if not result.cached:
+                counter("llm_prompt_tokens").inc(result.prompt_tokens)
+                counter("llm_completion_tokens").inc(result.completion_tokens)
+                Metrics.distribution(NS, "llm_latency_ms").update(int(result.latency_s * 1000))
+            key = f"{request.class_name}/{request.prompt_id}/{request.sample}"
+            if result.error:
+                counter("llm_errors").inc()
+                yield beam.pvalue.TaggedOutput("rejects", reject("generate", key, result.error, result.detail))
+                continue
+            try:
+                concepts = parse_candidates(result.content)
+            except ParseError as exc:
+                counter("llm_unparseable").inc()
+                yield beam.pvalue.TaggedOutput(
+                    "rejects", reject("generate", key, exc.reason, str(exc), raw=result.content)
+                )
+                continue
+            counter("candidates_proposed").inc(len(concepts))
+            for concept in concepts:
+                yield {
+                    "raw": concept,
+                    "classes": [request.class_name],
+                    "prompt_id": request.prompt_id,
+                    "prompt": request.question,
+                    "model": self.settings.model,
+                    "sample": request.sample,
+                }
+
+
+class EmbedItems(beam.DoFn):
+    """A list of item rows -> one batch dict with ids, labels, texts and unit-norm embeddings."""
+
+    def __init__(self, cfg: EmbeddingConfig) -> None:
+        self.cfg = cfg
+        self.embedder = None
+
+    def setup(self) -> None:
+        from annotators.embedding import TextEmbedder
+
+        self.embedder = TextEmbedder(
+            self.cfg.model, device=self.cfg.device, threads=self.cfg.threads, batch_size=self.cfg.batch_size
+        )
+        self.embedder.load()
+
+    def process(self, rows: list[dict]):
+        with timed("embed_items"):
+            emb = self.embedder.encode([r["text"] for r in rows])
+        counter("items_embedded").inc(len(rows))
+        yield {
+            "item_id": [r["item_id"] for r in rows],
+            "label": [r["label"] for r in rows],
+            "text": [r["text"] for r in rows],
+            "embedding": emb,
+        }
+
+
+def class_sums(batch: dict):
+    """(label, (sum of embeddings, count)) for each label in a batch; unlabelled items contribute nothing."""
+    sums: dict[str, list] = {}
+    for label, vec in zip(batch["label"], batch["embedding"]):
+        if label is None:
+            continue
+        acc = sums.setdefault(label, [np.zeros_like(vec, dtype=np.float64), 0])
+        acc[0] += vec
+        acc[1] += 1
+    for label, (total, count) in sums.items():
+        yield label, (total, count)
+
+
+def add_sums(values) -> tuple[np.ndarray, int] | None:
+    total, count = None, 0
+    for vec, n in values:
+        total = vec.copy() if total is None else total + vec
+        count += n
+    return (total, count) if total is not None else None
+
+
+class FilterCandidates(beam.DoFn):
+    """All candidate rows -> {candidates: [Candidate], accepted: [...], embeddings} after both filter passes."""
+
+    def __init__(self, filters: FilterConfig, embedding: EmbeddingConfig, classes: Sequence[str]) -> None:
+        self.filters = filters
+        self.embedding = embedding
+        self.classes = list(classes)
+        self.embedder = None
+
+    def setup(self) -> None:
+        from annotators.embedding import TextEmbedder
+
+        self.embedder = TextEmbedder(
+            self.embedding.model, device=self.embedding.device, threads=self.embedding.threads,
+            batch_size=self.embedding.batch_size,
+        )
+
+    def process(self, rows: list[dict]):
+        from pipelines.filters import Candidate, filter_embedded, filter_text
+
+        with timed("filter"):
+            # Stable order whatever the runner delivered: by class, prompt, sample, then the LLM's own order.
+            candidates = [Candidate(**row) for row in rows]
+            candidates.sort(key=lambda c: (self.classes.index(c.classes[0]), c.prompt_id, c.sample))
+            filter_text(candidates, self.filters)
+            accepted = [c for c in candidates if c.status == "accepted"]
+            emb = self.embedder.encode([c.concept for c in accepted])
+            names = self.embedder.encode(self.classes)
+            filter_embedded(candidates, emb, dict(zip(self.classes, names)), self.filters)
+            keep = [i for i, c in enumerate(accepted) if c.status == "accepted"]
+        counter("candidates_accepted").inc(len(keep))
+        counter("candidates_merged").inc(sum(c.status == "merged" for c in candidates))
+        counter("candidates_rejected").inc(sum(c.status == "rejected" for c in candidates))
+        yield {"candidates": candidates, "accepted": [accepted[i] for i in keep], "embeddings": emb[keep]}
+
+
+class SelectConcepts(beam.DoFn):
+    """Filtered candidates + class embedding sums -> {candidates rows, concept rows, selection summary, rejects}."""
+
+    def __init__(self, cfg: SelectionConfig, classes: Sequence[str]) -> None:
+        self.cfg = cfg
+        self.classes = list(classes)
+
+    def process(self, filtered: dict, sums: dict):
+        from pipelines.selection import select_concepts
+
+        with timed("select"):
+            means = {}
+            for label, (total, count) in (sums or {}).items():
+                mean = total / max(count, 1)
+                means[label] = (mean / (np.linalg.norm(mean) or 1.0)).astype(np.float32)
+            covered = {c for cand in filtered["accepted"] for c in cand.classes}
+            rejects = [
+                reject("select", c, "no_concepts", "no candidate concept survived generation and filtering")
+                for c in self.classes
+                if c not in covered
+            ]
+            if filtered["accepted"]:
+                concepts, summary = select_concepts(
+                    filtered["accepted"], filtered["embeddings"], self.classes, class_means=means, cfg=self.cfg
+                )
+            else:
+                concepts, summary = [], {"selected": 0, "candidates": 0}
+        counter("concepts_selected").inc(len(concepts))
+        yield {
+            "candidates": [c.to_row() for c in filtered["candidates"]],
+            "concepts": concepts,
+            "selection": summary,
+            "rejects": rejects,
+        }
+
+
+class WriteIndex(beam.DoFn):
+    def __init__(self, directory: str, model: str) -> None:
+        self.directory = directory
+        self.model = model
+
+    def process(self, selection: dict):
+        from annotators.index import ConceptIndex
+
+        concepts = selection["concepts"]
+        if not concepts:
+            return
+        with timed("index"):
+            index = ConceptIndex.build(
+                np.array([c["embedding"] for c in concepts], dtype=np.float32),
+                np.array([c["concept_id"] for c in concepts]),
+                model=self.model,
+                concepts=[c["concept"] for c in concepts],
+            )
+            index.save(self.directory)
+        yield index.description["count"]
+
+
+class AnnotateBatch(beam.DoFn):
+    """An embedded item batch + the concept set -> annotation rows (main) and Label Studio tasks (tag ``tasks``)."""
+
+    def __init__(self, cfg: AnnotationConfig, run_id: str) -> None:
+        self.cfg = cfg
+        self.run_id = run_id
+        self._index_key = None
+        self._index = None
+
+    def _index_for(self, selection: dict):
+        from annotators.index import ConceptIndex
+
+        key = id(selection)
+        if self._index_key != key:
+            concepts = selection["concepts"]
+            emb = np.array([c["embedding"] for c in concepts], dtype=np.float32)
+            self._index = (
+                ConceptIndex.build(emb, np.arange(len(concepts)), model="", concepts=[]),
+                emb,
+                [c["concept"] for c in concepts],
+            )
+            self._index_key = key
+        return self._index
+
+    def process(self, batch: dict, selection: dict):
+        from annotators.embedding import annotate
+        from pipelines.review import item_task
+
+        if not selection["concepts"]:
+            return
+        with timed("annotate"):
+            index, emb, names = self._index_for(selection)
+            top_ids, top_scores, scores = annotate(batch["embedding"], emb, top_k=self.cfg.top_k, index=index)
+            # Pre-tick a concept for review when it scores above the item's own median concept score by a margin.
+            floor = np.median(scores, axis=1) + 0.1
+            for i, item_id in enumerate(batch["item_id"]):
+                yield {
+                    "item_id": item_id,
+                    "label": batch["label"][i],
+                    "top_concept_ids": top_ids[i].tolist(),
+                    "top_scores": top_scores[i].tolist(),
+                    "scores": scores[i],
+                }
+                task = item_task(
+                    item_id=item_id, text=batch["text"][i], label=batch["label"][i], top_ids=top_ids[i].tolist(),
+                    top_scores=top_scores[i].tolist(), concepts=names, run_id=self.run_id, min_score=float(floor[i]),
+                )
+                yield beam.pvalue.TaggedOutput("tasks", task.model_dump(mode="json"))
+        counter("items_annotated").inc(len(batch["item_id"]))
+
+
+class WriteShards(beam.DoFn):
+    """Annotation rows -> Parquet shards in ``directory``; yields each shard's file name once it is in place."""
+
+    def __init__(self, directory: str, rows_per_shard: int) -> None:
+        self.directory = directory
+        self.rows_per_shard = rows_per_shard
+
+    def start_bundle(self) -> None:
+        self._rows: list[dict] = []
+        self._n_concepts = None
+
+    def _flush(self) -> str | None:
+        from schemas.annotations import annotations_schema
+        from schemas.io import write_table
+
+        if not self._rows:
+            return None
+        name = f"part-{uuid.uuid4().hex[:16]}.parquet"
+        with timed("write"):
+            write_table(Path(self.directory) / name, self._rows, annotations_schema(self._n_concepts),
+                        row_group_size=8192)
+        self._rows = []
+        return name
+
+    def process(self, row: dict, n_concepts: int):
+        self._n_concepts = n_concepts
+        row = dict(row, scores=np.asarray(row["scores"], dtype=np.float32))
+        self._rows.append(row)
+        if len(self._rows) >= self.rows_per_shard:
+            yield self._flush()
+
+    def finish_bundle(self):
+        name = self._flush()
+        if name:
+            yield WindowedValue(name, 0, [GlobalWindow()])
+
+
+class CommitShards(beam.DoFn):
+    """The list of reported shard names -> removes any other shard in the directory; yields the kept count."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def process(self, names: list[str]):
+        keep = set(names)
+        for path in Path(self.directory).glob("*.parquet"):
+            if path.name not in keep:
+                logger.warning("removing unreported shard %s (left by a retried bundle)", path.name)
+                path.unlink()
+        for path in Path(self.directory).glob(".*.tmp"):
+            path.unlink()
+        yield len(keep)
+
+
+class WriteTable(beam.DoFn):
+    """A list of rows -> one Parquet file under the given schema."""
+
+    def __init__(self, path: str, schema) -> None:
+        self.path = path
+        self.schema = schema
+
+    def process(self, rows: list[dict]):
+        from schemas.io import write_table
+
+        with timed("write"):
+            write_table(self.path, rows, self.schema)
+        yield self.path
+
+
+class WriteTasks(beam.DoFn):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def process(self, tasks: list[dict]):
+        import json
+
+        from pipelines.review import write_tasks
+        from schemas.labelstudio import Task
+
+        tasks = sorted(tasks, key=lambda t: t["data"]["item_id"])
+        with timed("write"):
+            n = write_tasks(self.path, (Task.model_validate(t) for t in tasks))
+        yield n
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    *,
+    staged_items: str,
+    n_row_groups: int,
+    classes: Sequence[str],
+    requests: Sequence[ConceptRequest],
+    settings: ClientSettings,
+    cfg,  # BuildConfig
+    run_dir: Path,
+    run_id: str,
+) -> None:
+    """Compose the whole build as one graph writing into ``run_dir`` (the staged run directory)."""
+    from dataclasses import asdict
+
+    from schemas.candidates import CANDIDATES
+    from schemas.concepts import CONCEPTS
+    from schemas.rejects import REJECTS
+
+    p = pipeline
+    items = (
+        p
+        | "RowGroups" >> beam.Create(list(range(n_row_groups)))
+        | "Reshuffle" >> beam.Reshuffle()
+        | "ReadItems" >> beam.ParDo(ReadItemGroup(staged_items))
+        | "ValidateItems" >> beam.ParDo(ValidateItems(classes, cfg.items.max_text_chars)).with_outputs("rejects", main="valid")
+    )
+    chunk = max(cfg.llm.concurrency * 2, 8)
+    generated = (
+        p
+        | "Requests" >> beam.Create(_chunks([asdict(r) for r in requests], chunk))
+        | "GenerateCandidates" >> beam.ParDo(GenerateCandidates(settings)).with_outputs("rejects", main="candidates")
+    )
+    filtered = (
+        generated.candidates
+        | "AllCandidates" >> beam.combiners.ToList()
+        | "FilterCandidates" >> beam.ParDo(FilterCandidates(cfg.filters, cfg.embedding, classes))
+    )
+    embedded = (
+        items.valid
+        | "BatchItems" >> beam.BatchElements(min_batch_size=cfg.annotation.batch_size, max_batch_size=cfg.annotation.batch_size)
+        | "EmbedItems" >> beam.ParDo(EmbedItems(cfg.embedding))
+    )
+    sums = (
+        embedded
+        | "ClassSums" >> beam.FlatMap(class_sums)
+        | "SumPerClass" >> beam.CombinePerKey(add_sums)
+    )
+    selection = filtered | "SelectConcepts" >> beam.ParDo(SelectConcepts(cfg.selection, classes), sums=beam.pvalue.AsDict(sums))
+    _ = selection | "WriteIndex" >> beam.ParDo(WriteIndex(str(run_dir / "index"), cfg.embedding.model))
+    _ = (
+        selection
+        | "CandidateRows" >> beam.Map(lambda s: s["candidates"])
+        | "WriteCandidates" >> beam.ParDo(WriteTable(str(run_dir / "candidates.parquet"), CANDIDATES))
+    )
+    _ = (
+        selection
+        | "ConceptRows" >> beam.Map(lambda s: s["concepts"])
+        | "WriteConcepts" >> beam.ParDo(WriteTable(str(run_dir / "concepts.parquet"), CONCEPTS))
+    )
+    annotated = embedded | "Annotate" >> beam.ParDo(
+        AnnotateBatch(cfg.annotation, run_id), selection=beam.pvalue.AsSingleton(selection)
+    ).with_outputs("tasks", main="rows")
+    n_concepts = selection | "CountConcepts" >> beam.Map(lambda s: max(len(s["concepts"]), 1))
+    shard_dir = str(run_dir / "annotations")
+    _ = (
+        annotated.rows
+        | "WriteShards" >> beam.ParDo(WriteShards(shard_dir, cfg.annotation.rows_per_shard), n_concepts=beam.pvalue.AsSingleton(n_concepts))
+        | "ShardNames" >> beam.combiners.ToList()
+        | "CommitShards" >> beam.ParDo(CommitShards(shard_dir))
+    )
+    _ = (
+        annotated.tasks
+        | "AllTasks" >> beam.combiners.ToList()
+        | "WriteTasks" >> beam.ParDo(WriteTasks(str(run_dir / "labelstudio" / "tasks.json")))
+    )
+    selection_rejects = selection | "SelectionRejects" >> beam.FlatMap(lambda s: s["rejects"])
+    _ = (
+        (items.rejects, generated.rejects, selection_rejects)
+        | "FlattenRejects" >> beam.Flatten()
+        | "AllRejects" >> beam.combiners.ToList()
+        | "SortRejects" >> beam.Map(lambda rows: sorted(rows, key=lambda r: (r["stage"], r["key"], r["reason"])))
+        | "WriteRejects" >> beam.ParDo(WriteTable(str(run_dir / "rejects.parquet"), REJECTS))
+    )
