@@ -532,8 +532,9 @@ def greedy(
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm (zero rows stay zero)."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
+    return x / np.where(norms > 0, norms, np.float32(1.0))
 
 
 def _blocked_gram(x: np.ndarray) -> np.ndarray:
@@ -643,19 +644,52 @@ def labo_discriminability(
     scores are divided by their maximum, so they lie in [0, 1] whatever the number of concepts.
     """
     _check_choice("negative", negative, NEGATIVE_MODES)
-    s = _as_matrix("class_association", class_association, dtype=np.float64)
-    s = s - s.min() if negative == "shift" and s.min() < 0 else np.maximum(s, 0.0)
-    mass = s.sum(axis=0)
+    s = np.asarray(class_association)
+    if s.ndim != 2 or 0 in s.shape:
+        raise ValueError(f"`class_association` must be a non-empty 2-D array, got shape {s.shape}")
+    if not np.issubdtype(s.dtype, np.floating) and not np.issubdtype(s.dtype, np.integer):
+        raise ValueError(f"`class_association` must be numeric, got dtype {s.dtype}")
+    # Row chunks in float32: S can be (500k concepts x 1000 classes), too big to copy whole.
+    step = max(1, _BLOCK_ELEMENTS // (4 * s.shape[1]))
+    chunks = range(0, s.shape[0], step)
+    shift = 0.0
+    if negative == "shift":
+        for lo in chunks:
+            _check_finite("class_association", s[lo : lo + step])
+        shift = max(0.0, -float(s.min()))
+
+    def cleaned(lo: int) -> np.ndarray:
+        block = s[lo : lo + step].astype(np.float32)
+        if shift:
+            block += np.float32(shift)
+        return np.maximum(block, 0.0, out=block)
+
+    mass = np.zeros(s.shape[1])
+    for lo in chunks:
+        block = cleaned(lo)
+        mass += block.sum(axis=0, dtype=np.float64)
+        if not math.isfinite(mass.sum()):
+            _check_finite("class_association", s[lo : lo + step])
     live = mass > 0
     if not live.any():
         return np.zeros(s.shape[0])
-    p_c_given_y = s[:, live] / mass[live]
     p_y = 1.0 / live.sum()
-    p_cy = p_c_given_y * p_y
-    p_c = p_cy.sum(axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p_cy > 0, p_cy * np.log(p_c_given_y / p_c), 0.0)
-    mi = np.maximum(terms.sum(axis=1), 0.0)  # >= 0 in exact arithmetic; rounding can dip below
+    inv_mass = (1.0 / mass[live]).astype(np.float32)
+    mi = np.empty(s.shape[0])
+    for lo in chunks:
+        # MI(c) = p(y) sum_y q log q - p(c) log p(c), q = p(c|y), p(c) = p(y) sum_y q. float32 logs
+        # (a score, not a probability summed over millions) keep 5e8 entries to about a second.
+        q = cleaned(lo)
+        if not live.all():
+            q = q[:, live]
+        q *= inv_mass
+        q_log_q = np.zeros_like(q)
+        np.log(q, out=q_log_q, where=q > 0)
+        q_log_q *= q
+        p_c = p_y * q.sum(axis=1, dtype=np.float64)
+        p_c_log = p_c * np.log(np.where(p_c > 0, p_c, 1.0))
+        mi[lo : lo + step] = p_y * q_log_q.sum(axis=1, dtype=np.float64) - p_c_log
+    mi = np.maximum(mi, 0.0)  # >= 0 in exact arithmetic; rounding can dip below
     if normalize and mi.max() > 0:
         mi = mi / mi.max()
     return mi
@@ -666,7 +700,9 @@ class _ClassBlocks:
 
     def __init__(self, x: np.ndarray, member: np.ndarray) -> None:
         n_classes = member.shape[1]
-        cls_of, concept_of = np.nonzero(member.T)  # sorted by class, then concept index
+        concept_of, cls_of = np.nonzero(member)
+        order = np.argsort(cls_of, kind="stable")  # by class, then concept index
+        concept_of, cls_of = concept_of[order], cls_of[order]
         self.sizes = np.bincount(cls_of, minlength=n_classes)
         m = int(self.sizes.max())
         starts = np.concatenate(([0], np.cumsum(self.sizes)[:-1]))
@@ -678,11 +714,14 @@ class _ClassBlocks:
         if nbytes > 4 << 30:
             logger.warning("LaBo similarity blocks need %.1f GiB (%d classes x %d candidates)", nbytes / 2**30, n_classes, m)
         self.sim = np.empty((n_classes, m, m), dtype=np.float32)
+        self.initial = np.empty((n_classes, m))
         step = max(1, _BLOCK_ELEMENTS // (m * max(m, x.shape[1])))
         for s in range(0, n_classes, step):
             block = x[np.maximum(self.cand[s : s + step], 0)] * self.valid[s : s + step, :, None]
             np.matmul(block, block.transpose(0, 2, 1), out=self.sim[s : s + step])
             np.maximum(self.sim[s : s + step], 0.0, out=self.sim[s : s + step])
+            # Gains on the empty set, summed exactly as coverage_pairs sums them (rows - 0 == rows).
+            self.initial[s : s + step] = self.sim[s : s + step].sum(axis=2)
         # (class, position) of every membership, grouped by concept.
         by_concept = np.argsort(concept_of, kind="stable")
         self.member_class = cls_of[by_concept]
@@ -785,11 +824,9 @@ def select_labo(
     def utility(classes: np.ndarray, positions: np.ndarray, coverage: np.ndarray) -> np.ndarray:
         return weighted_d[classes, positions] + beta * coverage * inv_size[classes]
 
-    all_classes = np.arange(n_classes)
     upper = np.full(cand.shape, -np.inf)
     if optimizer == "lazy":
-        cov = blocks.coverage_all(all_classes)
-        upper = weighted_d + beta * cov * inv_size[:, None]
+        upper = weighted_d + beta * blocks.initial * inv_size[:, None]
         upper[~available] = -np.inf
 
     selected: list[int] = []
