@@ -51,7 +51,11 @@ class TextEmbedder:
             if local:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            import transformers
             from sentence_transformers import SentenceTransformer
+
+            if not logger.isEnabledFor(logging.DEBUG):
+                transformers.utils.logging.disable_progress_bar()  # one bar per model load is noise in a pipeline
 
             self._model = SentenceTransformer(path, device=self.device)
         return self._model

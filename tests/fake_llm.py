@@ -1,0 +1,153 @@
+"""A loopback fake OpenAI-compatible server: real HTTP, scripted answers and faults.
+
+``FakeLLM(answers={...})`` serves ``POST /v1/chat/completions`` and ``GET /v1/models`` on 127.0.0.1 on a free
+port. The answer for a request is chosen by the class name quoted in the user message (``answers[class]``, a list
+of concepts, returned as ``{"concepts": [...]}``), else generic words. ``faults`` is a list consumed one per
+request before normal answers: ``"429"`` (with Retry-After), ``"500"``, ``"503"``, ``"400"``, ``"hang"`` (sleeps
+past the client's timeout), ``"reset"`` (closes the connection), ``"malformed"``, ``"empty"``, ``"schema"``
+(JSON of the wrong shape), ``"repeat"`` (one concept repeated many times). ``latency_s`` delays every answer.
+Counts: ``requests`` (all), ``completions`` (successful answers).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_CLASS = re.compile(r'Class name \(data, not instructions\): (".*?")\n')
+GENERIC = ["distinctive detail", "typical setting", "common object", "usual activity", "key vocabulary",
+           "frequent phrase", "characteristic tone", "related entity"]
+
+
+class FakeLLM:
+    def __init__(
+        self,
+        answers: dict[str, list[str]] | None = None,
+        *,
+        faults: list[str] | None = None,
+        latency_s: float = 0.0,
+        hang_s: float = 5.0,
+        refuse_json_schema: bool = False,
+        model: str = "fake-model",
+    ) -> None:
+        self.answers = answers or {}
+        self.faults = list(faults or [])
+        self.latency_s = latency_s
+        self.hang_s = hang_s
+        self.refuse_json_schema = refuse_json_schema
+        self.model = model
+        self.requests = 0
+        self.completions = 0
+        self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> "FakeLLM":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _next_fault(self) -> str | None:
+        with self._lock:
+            self.requests += 1
+            return self.faults.pop(0) if self.faults else None
+
+    def answer_for(self, body: dict[str, Any]) -> str:
+        user = next((m["content"] for m in body.get("messages", []) if m.get("role") == "user"), "")
+        match = _CLASS.search(user)
+        name = json.loads(match.group(1)) if match else ""
+        concepts = self.answers.get(name, GENERIC)
+        return json.dumps({"concepts": concepts})
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # keep test output clean
+                pass
+
+            def _send(self, status: int, payload: dict | str, headers: dict[str, str] | None = None) -> None:
+                body = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, {"object": "list", "data": [{"id": fake.model, "object": "model"}]})
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with fake._lock:
+                    fake.bodies.append(body)
+                    fake.headers.append(dict(self.headers))
+                fault = fake._next_fault()
+                if fake.latency_s:
+                    time.sleep(fake.latency_s)
+                if fault == "reset":
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.connection.close()
+                    return
+                if fault == "hang":
+                    time.sleep(fake.hang_s)
+                    return
+                if fault in ("429", "500", "503", "400"):
+                    headers = {"Retry-After": "0.05"} if fault == "429" else None
+                    self._send(int(fault), {"error": {"message": f"scripted {fault}", "type": "fault"}}, headers)
+                    return
+                rf = body.get("response_format") or {}
+                if fake.refuse_json_schema and rf.get("type") == "json_schema":
+                    self._send(400, {"error": {"message": "response_format json_schema is not supported"}})
+                    return
+                content = {
+                    "malformed": '{"concepts": ["unterminated',
+                    "empty": "",
+                    "schema": json.dumps({"ideas": ["a", "b"]}),
+                    "repeat": json.dumps({"concepts": ["loop item"] * 40}),
+                }.get(fault) if fault else None
+                if content is None:
+                    content = fake.answer_for(body)
+                with fake._lock:
+                    fake.completions += 1
+                self._send(
+                    200,
+                    {
+                        "id": f"chatcmpl-{fake.requests}",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": fake.model,
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                     "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70},
+                    },
+                )
+
+        return Handler

@@ -1,0 +1,131 @@
+"""End to end on a real Beam runner against the loopback fake LLM: outputs, schemas, accounting, reruns."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import DEMO_ANSWERS, demo_rows, fake_overrides, write_csv
+from fake_llm import FakeLLM
+from pipelines.build import run_build
+from pipelines.config import load_config
+from schemas.annotations import annotations_schema
+from schemas.candidates import CANDIDATES
+from schemas.concepts import CONCEPTS
+from schemas.io import read_table
+from schemas.rejects import REJECTS
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("build")
+    rows = demo_rows(per_class=10, classes=["cooking", "sports", "weather"])
+    rows.append({"id": "bad-1", "text": "   ", "label": "cooking"})
+    rows.append({"id": "bad-2", "text": "an item with a label outside the classes", "label": "gardening"})
+    items = write_csv(tmp / "items.csv", rows)
+    classes = tmp / "classes.txt"
+    classes.write_text("cooking\nsports\nweather\n")
+    answers = dict(DEMO_ANSWERS, sports=DEMO_ANSWERS["sports"] + ["sports fans", "Final score."])
+    with FakeLLM(answers, faults=["500", "malformed"]) as fake:
+        cfg = load_config(None, fake_overrides(fake, tmp, items, items={"classes_file": str(classes)}))
+        first = run_build(cfg)
+        calls_after_first = fake.completions
+        second = run_build(cfg)
+        calls_after_second = fake.completions
+    return dict(cfg=cfg, first=first, second=second, n_items=len(rows), out=cfg.out_dir(),
+                calls=(calls_after_first, calls_after_second))
+
+
+def test_every_output_reads_back_with_its_schema(built):
+    out = built["out"]
+    concepts = read_table(out / "concepts.parquet", CONCEPTS)
+    read_table(out / "candidates.parquet", CANDIDATES)
+    read_table(out / "rejects.parquet", REJECTS)
+    annotations = read_table(out / "annotations", annotations_schema(concepts.num_rows))
+    assert annotations.num_rows == built["n_items"] - 2
+    assert sorted(p.name for p in out.iterdir()) == [
+        "annotations", "candidates.parquet", "concepts.parquet", "index", "labelstudio", "manifest.json", "rejects.parquet"]
+    assert not list(out.parent.glob(".t.*"))  # no staging or old directories left beside it
+
+
+def test_every_item_once_in_annotations_or_rejects(built):
+    out = built["out"]
+    concepts = read_table(out / "concepts.parquet", CONCEPTS)
+    ids = read_table(out / "annotations", annotations_schema(concepts.num_rows)).column("item_id").to_pylist()
+    rejects = read_table(out / "rejects.parquet", REJECTS).to_pylist()
+    item_rejects = {r["key"]: r["reason"] for r in rejects if r["stage"] == "items"}
+    assert item_rejects == {"bad-1": "empty_text", "bad-2": "unknown_label"}
+    assert len(ids) == len(set(ids)) and not set(ids) & set(item_rejects)
+    assert len(ids) + len(item_rejects) == built["n_items"]
+
+
+def test_concepts_selected_per_class_with_gains(built):
+    concepts = read_table(built["out"] / "concepts.parquet", CONCEPTS).to_pylist()
+    by_class = {}
+    for c in concepts:
+        by_class.setdefault(c["picked_for"], []).append(c)
+    assert set(by_class) == {"cooking", "sports", "weather"}
+    assert all(len(v) <= 4 for v in by_class.values())
+    assert [c["concept_id"] for c in concepts] == list(range(len(concepts)))
+    assert all(len(c["embedding"]) == 384 for c in concepts)
+    known = {a for v in DEMO_ANSWERS.values() for a in v}
+    assert {c["concept"] for c in concepts} <= known
+
+
+def test_candidates_keep_status_and_reason(built):
+    cands = read_table(built["out"] / "candidates.parquet", CANDIDATES).to_pylist()
+    by_concept = {}
+    for c in cands:
+        by_concept.setdefault(c["concept"], []).append(c)
+    assert by_concept["sports fans"][0]["reason"] == "class_name_leak"
+    # "final score" and "Final score." normalise to one concept (and both prompts proposed it): one survives.
+    first, *again = by_concept["final score"]
+    assert first["status"] == "accepted" and len(again) == 3
+    assert {(a["status"], a["reason"], a["merged_into"]) for a in again} == {("merged", "duplicate", first["candidate_id"])}
+    dupes = [c for c in cands if c["reason"] == "duplicate"]
+    assert dupes and all(c["merged_into"] for c in dupes)
+    assert all(c["status"] in ("accepted", "merged", "rejected") for c in cands)
+    assert sum(c["selected"] for c in cands) == read_table(built["out"] / "concepts.parquet", CONCEPTS).num_rows
+
+
+def test_llm_faults_become_rejects_or_retries(built):
+    # The scripted 500 was retried (first run); the malformed answer is a reject with its raw text kept, and
+    # stays one on the cached rerun (--refresh-cache asks again).
+    assert built["first"].llm["retries"] == 1
+    rejects = read_table(built["out"] / "rejects.parquet", REJECTS).to_pylist()
+    gen = [r for r in rejects if r["stage"] == "generate"]
+    assert [r["reason"] for r in gen] == ["malformed_json"] and gen[0]["raw"].startswith('{"concepts"')
+
+
+def test_rerun_makes_zero_llm_calls(built):
+    first_calls, second_calls = built["calls"]
+    assert second_calls == first_calls
+    assert built["second"].llm["calls"] == 0 and built["second"].llm["cache_hits"] == built["first"].counts["llm_requests"]
+
+
+def test_manifest_and_index_and_tasks(built):
+    out = built["out"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["items_in"] == built["n_items"]
+    assert manifest["input"]["classes"] == ["cooking", "sports", "weather"]
+    assert {"apache-beam", "torch", "faiss-cpu"} <= set(manifest["versions"])
+    index = json.loads((out / "index" / "index.json").read_text())
+    n = manifest["counts"]["concepts_selected"]
+    assert index["count"] == n and index["dimension"] == 384 and index["ids"]["values"] == list(range(n))
+    tasks = json.loads((out / "labelstudio" / "tasks.json").read_text())
+    assert len(tasks) == built["n_items"] - 2
+    assert tasks[0]["predictions"][0]["model_version"] == manifest["run_id"]
+    config = (out / "labelstudio" / "config.xml").read_text()
+    assert config.count("<Choice ") == n
+
+
+def test_annotation_scores_agree_with_faiss_top_k(built):
+    import numpy as np
+
+    out = built["out"]
+    n = read_table(out / "concepts.parquet", CONCEPTS).num_rows
+    rows = read_table(out / "annotations", annotations_schema(n)).to_pylist()
+    for r in rows[:10]:
+        scores = np.array(r["scores"])
+        assert r["top_concept_ids"] == list(np.argsort(-scores, kind="stable")[: len(r["top_concept_ids"])])
+        assert np.allclose(r["top_scores"], scores[r["top_concept_ids"]], atol=1e-5)
