@@ -79,32 +79,6 @@ def _file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _pipeline_options(cfg: BuildConfig):
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    if cfg.runner.runner == "direct":
-        args = ["--runner=DirectRunner", f"--direct_num_workers={cfg.runner.direct_num_workers}"]
-        if cfg.runner.direct_num_workers > 1:
-            args.append("--direct_running_mode=multi_processing")
-        return PipelineOptions(args)
-    raise ConfigError(f"runner.runner {cfg.runner.runner!r} is not supported yet; use 'direct'")
-
-
-def _metrics(result) -> dict[str, int]:
-    out: dict[str, int] = {}
-    query = result.metrics().query()
-    for c in query["counters"]:
-        if c.key.metric.namespace == "conceptkit":
-            out[c.key.metric.name] = out.get(c.key.metric.name, 0) + (c.committed or c.attempted or 0)
-    for d in query["distributions"]:
-        if d.key.metric.name == "llm_latency_ms":
-            dist = d.committed or d.attempted
-            if dist and dist.count:
-                out["llm_latency_ms_mean"] = int(dist.sum / dist.count)
-                out["llm_latency_ms_max"] = int(dist.max)
-    return out
-
-
 def llm_settings(cfg: BuildConfig) -> tuple[ClientSettings, bool]:
     """Client settings and whether they point at the embedded model."""
     from pipelines.llm_server import MODEL_NAME, base_url
@@ -181,23 +155,19 @@ def run_build(cfg: BuildConfig, *, argv: list[str] | None = None) -> BuildSummar
 
         pq.write_table(loaded.table, staged, row_group_size=max(1, cfg.annotation.batch_size * 16))
         n_groups = pq.ParquetFile(staged).num_row_groups
-        import apache_beam as beam
-
-        from pipelines.transforms import build_pipeline
+        from pipelines.transforms import run_pipeline
 
         t = time.perf_counter()
-        pipeline = beam.Pipeline(options=_pipeline_options(cfg))
-        build_pipeline(
-            pipeline, staged_items=str(staged), n_row_groups=n_groups, classes=loaded.classes, requests=requests,
-            settings=settings, cfg=cfg, run_dir=run.tmp, run_id=run_id,
-        )
         try:
-            result = pipeline.run()
-            result.wait_until_finish()
+            metrics = run_pipeline(
+                cfg, staged_items=str(staged), n_row_groups=n_groups, classes=loaded.classes, requests=requests,
+                settings=settings, run_dir=run.tmp, run_id=run_id,
+            )
+        except ConfigError as exc:
+            raise UserError(str(exc)) from None
         except Exception as exc:  # the runner wraps worker errors; report the cause in one line
             raise RunError(f"pipeline failed: {' '.join(str(exc).split())[:500]}") from exc
         timings["pipeline"] = time.perf_counter() - t
-        metrics = _metrics(result)
         shutil.rmtree(run.path("_staging"))
         summary = _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv, started)
         run.commit()

@@ -51,6 +51,11 @@ OPTIMIZERS = ("naive", "lazy", "stochastic")
 NEGATIVE_MODES = ("clip", "shift")
 # Rows of a dense similarity block evaluated at once; bounds temporaries to ~64 MB of float32.
 _BLOCK_ELEMENTS = 1 << 24
+# Dense facility location switches to sparse rows of live entries (s_ij > best_i) once the ground
+# set is this large and at most this share of the entries is still live.
+_PRUNE_MIN_GROUND = 1024
+_PRUNE_MAX_DENSITY = 0.3
+_PRUNE_MAX_ENTRIES = 1 << 27  # 1 GiB of live (int32 index, float32 value) pairs
 # Selections at least this long get a progress bar (when logging and the terminal allow it).
 _PROGRESS_MIN_K = 2000
 
@@ -222,6 +227,8 @@ class FacilityLocation(Objective):
 
     def _rows(self, idx: np.ndarray) -> np.ndarray:
         if self._dense is not None:
+            if len(idx) > 1 and idx[-1] - idx[0] == len(idx) - 1 and np.all(np.diff(idx) == 1):
+                return self._dense[idx[0] : idx[-1] + 1]  # a view: no copy for block scans
             return self._dense[idx]
         rows = self._embeddings[idx] @ self._embeddings.T
         if self._shift:
@@ -229,30 +236,91 @@ class FacilityLocation(Objective):
             rows *= 0.5
         return np.maximum(rows, 0.0, out=rows)
 
-    def init_state(self) -> np.ndarray:
-        return np.zeros(self.n_ground, dtype=np.float32)
+    def init_state(self) -> _FacilityState:
+        return _FacilityState(np.zeros(self.n_ground, dtype=np.float32))
 
-    def gains(self, state: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    def gains(self, state: _FacilityState, idx: np.ndarray) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)
-        if self._sparse is not None:
-            pos, owner = _csr_gather(self._sparse, idx)
-            diff = np.maximum(self._sparse.data[pos] - state[self._sparse.indices[pos]], 0.0)
+        rows = self._sparse if self._sparse is not None else state.live
+        if rows is not None:
+            pos, owner = _csr_gather(rows, idx)
+            diff = np.maximum(rows.data[pos] - state.best[rows.indices[pos]], 0.0)
             return np.bincount(owner, weights=diff, minlength=len(idx))
+        if not len(idx):
+            return np.zeros(0)
         step = max(1, _BLOCK_ELEMENTS // self.n_ground)
         return np.concatenate(
-            [_dense_rows_gains(self._rows(idx[s : s + step]), state) for s in range(0, len(idx), step)]
-        ) if len(idx) else np.zeros(0)
+            [_dense_rows_gains(self._rows(idx[s : s + step]), state.best) for s in range(0, len(idx), step)]
+        )
 
-    def update(self, state: np.ndarray, j: int) -> None:
+    def update(self, state: _FacilityState, j: int) -> None:
+        best = state.best
         if self._sparse is not None:
             lo, hi = self._sparse.indptr[j], self._sparse.indptr[j + 1]
             cols = self._sparse.indices[lo:hi]
-            state[cols] = np.maximum(state[cols], self._sparse.data[lo:hi])
+            best[cols] = np.maximum(best[cols], self._sparse.data[lo:hi])
+            return
+        if state.live is not None:
+            lo, hi = state.live.indptr[j], state.live.indptr[j + 1]
+            cols = state.live.indices[lo:hi]
+            best[cols] = np.maximum(best[cols], state.live.data[lo:hi])
         else:
-            np.maximum(state, self._rows(np.array([j]))[0], out=state)
+            np.maximum(best, self._rows(np.array([j]))[0], out=best)
+        state.updates += 1
+        if state.updates == state.next_prune and self.n_ground >= _PRUNE_MIN_GROUND:
+            state.next_prune *= 2
+            self._prune(state)
 
-    def value(self, state: np.ndarray) -> float:
-        return float(state.sum(dtype=np.float64))
+    def _prune(self, state: _FacilityState) -> None:
+        """Keep only entries s_ij > best_i: the others contribute 0 now and forever (best only grows).
+
+        Used once fewer than ``_PRUNE_MAX_DENSITY`` of the entries are live; later calls filter the
+        live set again. Gains then come from short sparse rows instead of full dense ones.
+        """
+        best = state.best
+        if state.live is not None:
+            live = state.live
+            keep = live.data > best[live.indices]
+            kept_before = np.concatenate(([0], np.cumsum(keep)))
+            state.live = _Rows(kept_before[live.indptr], live.indices[keep], live.data[keep])
+            return
+        limit = min(int(_PRUNE_MAX_DENSITY * self.n * self.n_ground), _PRUNE_MAX_ENTRIES)
+        step = max(1, _BLOCK_ELEMENTS // self.n_ground)
+        counts, indices, data, total = [], [], [], 0
+        for s in range(0, self.n, step):
+            rows = self._rows(np.arange(s, min(s + step, self.n)))
+            mask = rows > best
+            counts.append(mask.sum(axis=1))
+            total += int(counts[-1].sum())
+            if total > limit:
+                return
+            indices.append(np.nonzero(mask)[1].astype(np.int32))
+            data.append(rows[mask])
+        counts_all = np.concatenate(counts)
+        state.live = _Rows(
+            np.concatenate(([0], np.cumsum(counts_all))), np.concatenate(indices), np.concatenate(data)
+        )
+        logger.debug("facility location: %d live entries of %d after %d picks", total, self.n * self.n_ground, state.updates)
+
+    def value(self, state: _FacilityState) -> float:
+        return float(state.best.sum(dtype=np.float64))
+
+
+@dataclass
+class _Rows:
+    """Minimal CSR rows (candidates x ground) for the live entries of a dense facility location."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+
+
+@dataclass
+class _FacilityState:
+    best: np.ndarray  # (n_ground,) float32 max similarity to the selected set (0 when empty)
+    live: _Rows | None = None
+    updates: int = 0
+    next_prune: int = 8
 
 
 def _square(name: str, similarity: np.ndarray) -> np.ndarray:

@@ -500,3 +500,42 @@ def build_pipeline(
         | "SortRejects" >> beam.Map(lambda rows: sorted(rows, key=lambda r: (r["stage"], r["key"], r["reason"])))
         | "WriteRejects" >> beam.ParDo(WriteTable(str(run_dir / "rejects.parquet"), REJECTS))
     )
+
+
+def pipeline_options(cfg):
+    """Beam options for ``cfg.runner``: the in-process direct runner by default (it makes no network call)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.config import ConfigError
+
+    if cfg.runner.runner == "direct":
+        args = ["--runner=DirectRunner", f"--direct_num_workers={cfg.runner.direct_num_workers}"]
+        if cfg.runner.direct_num_workers > 1:
+            args.append("--direct_running_mode=multi_processing")
+        return PipelineOptions(args)
+    raise ConfigError(f"runner.runner {cfg.runner.runner!r} is not supported yet; use 'direct'")
+
+
+def collect_metrics(result) -> dict[str, int]:
+    """Our counters (summed over steps) and the LLM latency distribution from a finished pipeline."""
+    out: dict[str, int] = {}
+    query = result.metrics().query()
+    for c in query["counters"]:
+        if c.key.metric.namespace == NS:
+            out[c.key.metric.name] = out.get(c.key.metric.name, 0) + (c.committed or c.attempted or 0)
+    for d in query["distributions"]:
+        if d.key.metric.namespace == NS and d.key.metric.name == "llm_latency_ms":
+            dist = d.committed or d.attempted
+            if dist and dist.count:
+                out["llm_latency_ms_mean"] = int(dist.sum / dist.count)
+                out["llm_latency_ms_max"] = int(dist.max)
+    return out
+
+
+def run_pipeline(cfg, **graph_args) -> dict[str, int]:
+    """Build the graph (``build_pipeline`` arguments), run it to completion, return its metrics."""
+    pipeline = beam.Pipeline(options=pipeline_options(cfg))
+    build_pipeline(pipeline, cfg=cfg, **graph_args)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return collect_metrics(result)
