@@ -87,10 +87,14 @@ def llm_settings(cfg: BuildConfig) -> tuple[ClientSettings, bool]:
     if not embedded and not cfg.llm.model:
         raise UserError("--llm-model is required with --llm-base-url (the model name the endpoint serves)")
     cache = cfg.cache_path() / "llm.sqlite" if cfg.llm.cache else None
+    model = MODEL_NAME if embedded else cfg.llm.model
+    price = cfg.llm.prices.get(model)
+    extra = {k: v for k, v in (("frequency_penalty", cfg.llm.frequency_penalty),
+                               ("presence_penalty", cfg.llm.presence_penalty)) if v is not None}
     return (
         ClientSettings(
             base_url=base_url(cfg.llm.embedded_port) if embedded else cfg.llm.base_url,
-            model=MODEL_NAME if embedded else cfg.llm.model,
+            model=model,
             api_key_env=cfg.llm.api_key_env,
             temperature=cfg.llm.temperature,
             max_tokens=cfg.llm.max_tokens,
@@ -100,6 +104,13 @@ def llm_settings(cfg: BuildConfig) -> tuple[ClientSettings, bool]:
             max_retries=cfg.llm.max_retries,
             cache_path=str(cache) if cache else None,
             refresh_cache=cfg.llm.refresh_cache,
+            requests_per_minute=cfg.llm.requests_per_minute,
+            tokens_per_minute=cfg.llm.tokens_per_minute,
+            prompt_price=price.prompt_per_million if price else 0.0,
+            completion_price=price.completion_per_million if price else 0.0,
+            # Each worker process enforces the ceiling on its own calls; the driver's estimate guards the total.
+            max_cost=cfg.llm.max_cost,
+            extra_params=extra,
         ),
         embedded,
     )
@@ -182,12 +193,15 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
     from pipelines.review import item_review_config
     from schemas.concepts import CONCEPTS
     from schemas.io import read_table
+    from schemas.llm_calls import LLM_CALLS
     from schemas.rejects import REJECTS
 
     concepts = read_table(run.path("concepts.parquet"), CONCEPTS)
     if concepts.num_rows == 0:
         raise RunError("no concept survived generation and filtering; see the rejects in the log and the config")
     rejects = read_table(run.path("rejects.parquet"), REJECTS)
+    calls = read_table(run.path("llm_calls.parquet"), LLM_CALLS).to_pylist()
+    latencies = sorted(c["latency_s"] for c in calls if not c["cached"] and c["error"] != "budget_exceeded")
     shard_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in run.path("annotations").glob("*.parquet"))
     item_rejects = sum(1 for s in rejects.column("stage").to_pylist() if s == "items")
     n_in = loaded.table.num_rows
@@ -221,8 +235,10 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
         "unparseable": metrics.get("llm_unparseable", 0),
         "prompt_tokens": metrics.get("llm_prompt_tokens", 0),
         "completion_tokens": metrics.get("llm_completion_tokens", 0),
-        "latency_ms_mean": metrics.get("llm_latency_ms_mean"),
-        "latency_ms_max": metrics.get("llm_latency_ms_max"),
+        "budget_stops": metrics.get("llm_budget_stops", 0),
+        "latency_s": {f"p{q}": round(_percentile(latencies, q), 3) for q in (50, 90, 99)} if latencies else None,
+        "cost_usd": round(sum(c["cost_usd"] for c in calls), 6),
+        "max_cost_usd": cfg.llm.max_cost,
     }
     manifest = {
         "run_id": run_id,
@@ -241,12 +257,19 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
             "concepts": "concepts.parquet",
             "annotations": "annotations/",
             "rejects": "rejects.parquet",
+            "llm_calls": "llm_calls.parquet",
             "index": "index/",
             "labelstudio": "labelstudio/",
         },
     }
     run.path("manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return BuildSummary(out=run.out, run_id=run_id, counts=counts, llm=llm, timings_s=manifest["timings_s"])
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
 
 
 def format_summary(summary: BuildSummary) -> str:
@@ -256,7 +279,10 @@ def format_summary(summary: BuildSummary) -> str:
         f"  items       {c['items_in']} in, {c['items_annotated']} annotated, {c['items_rejected']} rejected"
         f" ({c['classes']} classes)",
         f"  llm         {llm['calls']} calls, {llm['cache_hits']} cache hits, {llm['errors']} errors, "
-        f"{llm['retries']} retries, {llm['prompt_tokens']}+{llm['completion_tokens']} tokens ({llm['model']})",
+        f"{llm['retries']} retries, {llm['prompt_tokens']}+{llm['completion_tokens']} tokens, "
+        f"~{llm['cost_usd']:.4f} USD ({llm['model']})"
+        + (f", latency p50/p90/p99 {llm['latency_s']['p50']}/{llm['latency_s']['p90']}/{llm['latency_s']['p99']} s"
+           if llm["latency_s"] else ""),
         f"  candidates  {c['candidates_proposed']} proposed, {c['candidates_accepted']} accepted, "
         f"{c['candidates_merged']} merged, {c['candidates_rejected']} rejected",
         f"  concepts    {c['concepts_selected']} selected; {c['rejects']} rows in rejects.parquet",

@@ -42,9 +42,21 @@ class LLMConfig(_Frozen):
     concurrency: int = Field(4, ge=1, le=1024)
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0, le=20)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
     cache: bool = True
     refresh_cache: bool = False
     embedded_port: int = Field(8765, ge=1, le=65535)
+    # USD per million tokens, per model name; models not listed cost 0 (local models).
+    prices: dict[str, "Price"] = Field(default_factory=dict)
+    max_cost: float | None = Field(None, ge=0)  # USD; the run stops spending before it exceeds this
+
+
+class Price(_Frozen):
+    prompt_per_million: float = Field(0.0, ge=0)
+    completion_per_million: float = Field(0.0, ge=0)
 
 
 class PromptTemplate(_Frozen):
@@ -111,6 +123,9 @@ class RunnerConfig(_Frozen):
     direct_num_workers: int = Field(1, ge=1)
     dask_scheduler: str | None = None
     dask_workers: int = Field(2, ge=1)
+
+
+LLMConfig.model_rebuild()
 
 
 class BuildConfig(_Frozen):

@@ -111,7 +111,15 @@ class ClientSettings:
     refresh_cache: bool = False
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    prompt_price: float = 0.0  # USD per million tokens
+    completion_price: float = 0.0
+    max_cost: float | None = None  # USD this client may spend
     extra_params: dict[str, Any] = field(default_factory=dict)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.prompt_price + completion_tokens * self.completion_price) / 1e6
 
     def sampling_params(self, sample: int) -> dict[str, Any]:
         params: dict[str, Any] = {"temperature": self.temperature, "max_tokens": self.max_tokens}
@@ -132,6 +140,51 @@ def _retry_after(exc: Exception) -> float | None:
         return None
 
 
+def estimate_tokens(messages: Sequence[dict[str, str]]) -> int:
+    """A rough prompt token count (4 characters a token) for rate limits and cost ceilings."""
+    return sum(len(m.get("content", "")) for m in messages) // 4 + 8 * len(messages)
+
+
+class RateLimiter:
+    """Client-side requests-per-minute and tokens-per-minute limits (token buckets, refilled continuously)."""
+
+    def __init__(self, requests_per_minute: float | None, tokens_per_minute: float | None) -> None:
+        self.rpm, self.tpm = requests_per_minute, tokens_per_minute
+        self._requests = requests_per_minute or 0.0
+        self._tokens = tokens_per_minute or 0.0
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        elapsed, self._stamp = now - self._stamp, now
+        if self.rpm:
+            self._requests = min(self.rpm, self._requests + elapsed * self.rpm / 60)
+        if self.tpm:
+            self._tokens = min(self.tpm, self._tokens + elapsed * self.tpm / 60)
+
+    async def acquire(self, tokens: int) -> None:
+        if not (self.rpm or self.tpm):
+            return
+        async with self._lock:
+            while True:
+                self._refill()
+                waits = []
+                if self.rpm and self._requests < 1:
+                    waits.append((1 - self._requests) * 60 / self.rpm)
+                if self.tpm:
+                    need = min(tokens, self.tpm)  # a request larger than the bucket waits for a full bucket
+                    if self._tokens < need:
+                        waits.append((need - self._tokens) * 60 / self.tpm)
+                if not waits:
+                    break
+                await asyncio.sleep(max(waits))
+            if self.rpm:
+                self._requests -= 1
+            if self.tpm:
+                self._tokens -= min(tokens, self.tpm)
+
+
 class ChatClient:
     """Async chat completions with bounded concurrency, caching and retries; see the module docstring."""
 
@@ -146,6 +199,8 @@ class ChatClient:
         self._api_key = api_key or "not-needed"
         self._client = None  # an AsyncOpenAI bound to the running event loop, made in run_many
         self.cache = LLMCache(settings.cache_path) if settings.cache_path else None
+        self.spent = 0.0  # USD estimated from usage, this client's calls only
+        self._limiter: RateLimiter | None = None
         self._mode_index = 0  # falls back json_schema -> json_object -> text when a server refuses a mode
 
     def key_for(self, messages: Sequence[dict[str, str]], sample: int) -> str:
@@ -178,9 +233,18 @@ class ChatClient:
                 return LLMResult(key=key, cached=True, **hit)
         errors = self._openai
         result = LLMResult(key=key)
+        estimate = estimate_tokens(messages)
+        if self.settings.max_cost is not None:
+            worst = self.spent + self.settings.cost(estimate, self.settings.max_tokens)
+            if worst > self.settings.max_cost:
+                result.error = "budget_exceeded"
+                result.detail = f"estimated spend {worst:.4f} USD would exceed max_cost {self.settings.max_cost} USD"
+                return result
         started = time.perf_counter()
         attempt = 0
         while True:
+            if self._limiter is not None:
+                await self._limiter.acquire(estimate + self.settings.max_tokens)
             try:
                 response = await self._call(messages, schema, sample)
             except errors.BadRequestError as exc:
@@ -222,6 +286,7 @@ class ChatClient:
             result.prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
             result.completion_tokens = getattr(usage, "completion_tokens", 0) or 0
             result.response_mode = RESPONSE_MODES[self._mode_index]
+            self.spent += self.settings.cost(result.prompt_tokens, result.completion_tokens)
             break
         result.latency_s = time.perf_counter() - started
         if result.error is None and self.cache is not None:
@@ -242,6 +307,7 @@ class ChatClient:
     ) -> list[LLMResult]:
         """Run ``(messages, schema, sample)`` jobs with at most ``concurrency`` in flight; results in order."""
         gate = asyncio.Semaphore(self.settings.concurrency)
+        self._limiter = RateLimiter(self.settings.requests_per_minute, self.settings.tokens_per_minute)
 
         async def one(job):
             async with gate:

@@ -103,7 +103,21 @@ class GenerateCandidates(beam.DoFn):
         with timed("generate"):
             results = self.client.run_many(jobs)
         for request, result in zip(requests, results):
-            counter("llm_cache_hits" if result.cached else "llm_calls").inc()
+            yield beam.pvalue.TaggedOutput("calls", {
+                "key": result.key, "class_name": request.class_name, "prompt_id": request.prompt_id,
+                "sample": request.sample, "cached": result.cached, "error": result.error, "status": result.status,
+                "retries": result.retries, "latency_s": 0.0 if result.cached else result.latency_s,
+                "prompt_tokens": 0 if result.cached else result.prompt_tokens,
+                "completion_tokens": 0 if result.cached else result.completion_tokens,
+                "cost_usd": 0.0 if result.cached else self.settings.cost(result.prompt_tokens, result.completion_tokens),
+                "response_mode": result.response_mode,
+            })
+            if result.error == "budget_exceeded":
+                counter("llm_budget_stops").inc()
+            elif result.cached:
+                counter("llm_cache_hits").inc()
+            else:
+                counter("llm_calls").inc()
             counter("llm_retries").inc(result.retries)
             if not result.cached:
                 counter("llm_prompt_tokens").inc(result.prompt_tokens)
@@ -433,6 +447,7 @@ def build_pipeline(
 
     from schemas.candidates import CANDIDATES
     from schemas.concepts import CONCEPTS
+    from schemas.llm_calls import LLM_CALLS
     from schemas.rejects import REJECTS
 
     p = pipeline
@@ -447,7 +462,13 @@ def build_pipeline(
     generated = (
         p
         | "Requests" >> beam.Create(_chunks([asdict(r) for r in requests], chunk))
-        | "GenerateCandidates" >> beam.ParDo(GenerateCandidates(settings)).with_outputs("rejects", main="candidates")
+        | "GenerateCandidates" >> beam.ParDo(GenerateCandidates(settings)).with_outputs("rejects", "calls", main="candidates")
+    )
+    _ = (
+        generated.calls
+        | "AllCalls" >> beam.combiners.ToList()
+        | "SortCalls" >> beam.Map(lambda rows: sorted(rows, key=lambda r: (r["class_name"], r["prompt_id"], r["sample"])))
+        | "WriteCalls" >> beam.ParDo(WriteTable(str(run_dir / "llm_calls.parquet"), LLM_CALLS))
     )
     filtered = (
         generated.candidates
