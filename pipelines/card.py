@@ -1,0 +1,222 @@
+"""The dataset card: ``README.md`` in a run directory, saying what the run holds and how it was made.
+
+In: a run directory, committed or still staged (everything is read from the directory itself: ``manifest.json``,
+the Parquet footers, ``index/index.json``; paths in the card use the run's configured ``out``, where the run ends
+up). Out: the path of the card, written atomically (temporary file, then rename). The card carries no time of its
+own writing, so rewriting it for the same run gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.rundata import open_run
+from schemas.base import schema_identity
+
+CARD = "README.md"
+CONCEPTS_LISTED_PER_CLASS = 30
+
+
+def write_dataset_card(run_dir: str | os.PathLike[str]) -> Path:
+    """Write ``<run_dir>/README.md`` from the run's own files; returns its path."""
+    run = open_run(run_dir)
+    text = render_card(run.path, run.manifest)
+    target = run.path / CARD
+    tmp = run.path / f".{CARD}.{uuid.uuid4().hex}.tmp"
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _parquet_tables(run_dir: Path) -> list[tuple[str, list[Path]]]:
+    """(name as shown, files) for every Parquet table in the run: single files, and directories of shards."""
+    tables = []
+    for path in sorted(run_dir.iterdir()):
+        if path.name.startswith((".", "_")):
+            continue
+        if path.is_file() and path.suffix == ".parquet":
+            tables.append((path.name, [path]))
+        elif path.is_dir():
+            shards = sorted(path.glob("*.parquet"))
+            if shards:
+                tables.append((f"{path.name}/", shards))
+    return tables
+
+
+def _schema_doc(schema: pa.Schema) -> tuple[str, str]:
+    """(``name vN``, first paragraph of the schema module's docstring) from a file's schema metadata."""
+    name, version = schema_identity(schema)
+    if name is None:
+        return "(no schema name)", ""
+    try:
+        doc = importlib.import_module(f"schemas.{name}").__doc__ or ""
+    except ImportError:
+        doc = ""
+    first = " ".join(doc.strip().split("\n\n")[0].split()).replace("``", "`")  # reST literals to Markdown
+    return f"`{name}` v{version}", first
+
+
+def _fields(schema: pa.Schema) -> list[str]:
+    rows = ["| field | type | nullable |", "|---|---|---|"]
+    rows.extend(f"| `{f.name}` | `{f.type}` | {'yes' if f.nullable else 'no'} |" for f in schema)
+    return rows
+
+
+def _get(tree: dict[str, Any], dotted: str, default: Any = None) -> Any:
+    for key in dotted.split("."):
+        if not isinstance(tree, dict) or key not in tree:
+            return default
+        tree = tree[key]
+    return tree
+
+
+def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
+    cfg = manifest.get("config", {})
+    counts = manifest.get("counts", {})
+    llm = manifest.get("llm", {})
+    inp = manifest.get("input", {})
+    name = cfg.get("name") or run_dir.name
+    out = cfg.get("out") or f"runs/{name}"
+    classes = inp.get("classes", [])
+    index_desc = {}
+    if (run_dir / "index" / "index.json").is_file():
+        index_desc = json.loads((run_dir / "index" / "index.json").read_text(encoding="utf-8"))
+    concepts = pq.read_table(run_dir / "concepts.parquet", columns=["concept_id", "concept", "picked_for"]).to_pylist()
+    top_k = _get(cfg, "annotation.top_k")
+    embedding = _get(manifest, "models.embedding") or _get(cfg, "embedding.model")
+
+    lines = [
+        f"# Concept dataset `{name}`",
+        "",
+        f"Run `{manifest.get('run_id')}`, built {manifest.get('created')} with conceptkit "
+        f"{_get(manifest, 'versions.conceptkit', '?')}"
+        + (f" (`conceptkit {' '.join(manifest['command'])}`)." if manifest.get("command") else "."),
+        "",
+        f"{counts.get('items_annotated', '?')} items in {len(classes)} classes ({', '.join(classes)}) annotated "
+        f"with {counts.get('concepts_selected', len(concepts))} concepts. The concepts were proposed by an LLM "
+        f"(`{llm.get('model')}`), filtered, and selected per class by submodular optimisation; each item carries "
+        f"its cosine similarity to every concept in the embedding space of `{embedding}` and its top {top_k} "
+        "concepts.",
+        "",
+        "## What is in it",
+        "",
+        "| path | rows | holds |",
+        "|---|---|---|",
+    ]
+    described = {"index/": "FAISS index of the concept embeddings (`concepts.faiss`) and its description "
+                           "(`index.json`: model, dimension, metric, index type, concept ids)",
+                 "labelstudio/": "Label Studio labelling config (`config.xml`) and review tasks (`tasks.json`)",
+                 "manifest.json": "config, input hash, versions, models, counts, LLM accounting and timings of the run",
+                 CARD: "this card"}
+    tables = _parquet_tables(run_dir)
+    schemas = []
+    for shown, files in tables:
+        schema = pq.read_schema(files[0])
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        ident, doc = _schema_doc(schema)
+        shards = f" ({len(files)} shards)" if len(files) > 1 else ""
+        lines.append(f"| `{shown}` | {rows}{shards} | {doc or ident} |")
+        schemas.append((shown, ident, schema))
+    shown_tables = {shown for shown, _ in tables}
+    for entry, what in described.items():
+        if entry == CARD or (entry not in shown_tables and (run_dir / entry.rstrip("/")).exists()):
+            lines.append(f"| `{entry}` | | {what} |")
+
+    lines += ["", "## How it was made", ""]
+    lines += [
+        f"1. **Input**: `{inp.get('path')}` (sha256 `{inp.get('sha256')}`), {inp.get('rows')} rows, "
+        f"{'labelled' if inp.get('labelled') else 'unlabelled (classes from a class list)'}; "
+        f"{counts.get('items_rejected', 0)} rows rejected (see `rejects.parquet`, stage `items`).",
+        f"2. **Candidate concepts**: `{llm.get('model')}` at `{llm.get('endpoint')}`, prompt family "
+        f"`{_get(cfg, 'generation.family')}`, domain \"{_get(cfg, 'generation.domain')}\", "
+        f"{_get(cfg, 'generation.concepts_per_prompt')} concepts per prompt, {_get(cfg, 'llm.samples')} sample(s) "
+        f"per prompt at temperature {_get(cfg, 'llm.temperature')}, seed {_get(cfg, 'llm.seed')}; "
+        f"{counts.get('llm_requests')} requests ({llm.get('calls')} calls, {llm.get('cache_hits')} cache hits, "
+        f"{llm.get('errors')} errors), {counts.get('candidates_proposed')} candidates proposed.",
+        f"3. **Filters**: {counts.get('candidates_accepted')} accepted, {counts.get('candidates_merged')} merged as "
+        f"(near-)duplicates, {counts.get('candidates_rejected')} rejected; settings "
+        + ", ".join(f"{k} {v}" for k, v in (_get(cfg, "filters", {}) or {}).items() if v not in ({}, [], None))
+        + ". Every candidate and its verdict is in `candidates.parquet`.",
+        f"4. **Selection**: {_get(cfg, 'selection.k_per_class')} concepts per class "
+        f"(alpha {_get(cfg, 'selection.alpha')} discriminability, beta {_get(cfg, 'selection.beta')} coverage, "
+        f"{_get(cfg, 'selection.optimizer')} greedy); {counts.get('concepts_selected')} concepts selected.",
+        f"5. **Embedding and index**: `{embedding}`"
+        + (f", dimension {index_desc.get('dimension')}, {index_desc.get('index_type')}, metric "
+           f"{index_desc.get('metric')}" if index_desc else "") + ".",
+        f"6. **Annotation**: each item's full score vector over the concepts and its top {top_k} concepts, "
+        f"{counts.get('items_annotated')} items.",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items()) + ".",
+        "",
+        "## Concepts by the class they were picked for",
+        "",
+    ]
+    by_class: dict[str, list[str]] = {}
+    for row in sorted(concepts, key=lambda r: r["concept_id"]):
+        by_class.setdefault(row["picked_for"], []).append(row["concept"])
+    for cls in sorted(by_class):
+        names = by_class[cls]
+        more = f", and {len(names) - CONCEPTS_LISTED_PER_CLASS} more" if len(names) > CONCEPTS_LISTED_PER_CLASS else ""
+        lines.append(f"- **{cls}** ({len(names)}): {', '.join(names[:CONCEPTS_LISTED_PER_CLASS])}{more}")
+
+    lines += ["", "## Schemas", "",
+              "Every table carries its schema name and version in the Parquet metadata (`conceptkit.schema`, "
+              "`conceptkit.version`). `concept_id` is the dense 0-based position of a concept: the index ids and the "
+              "positions in `scores` use it."]
+    for shown, ident, schema in schemas:
+        lines += ["", f"### `{shown}` ({ident})", ""] + _fields(schema)
+
+    n = counts.get("concepts_selected", len(concepts))
+    lines += [
+        "", "## Loading", "",
+        "```python",
+        "import polars as pl",
+        f'concepts = pl.read_parquet("{out}/concepts.parquet")',
+        f'annotations = pl.read_parquet("{out}/annotations/*.parquet")',
+        f"scores = annotations[\"scores\"].to_numpy()  # (items, {n}) float32, column j = concept_id j",
+        "top = annotations.explode(\"top_concept_ids\", \"top_scores\").join(",
+        '    concepts.select("concept_id", "concept"), left_on="top_concept_ids", right_on="concept_id")',
+        "",
+        "import pyarrow.dataset as ds",
+        f'table = ds.dataset("{out}/annotations", format="parquet").to_table(columns=["item_id", "top_concept_ids"])',
+        "",
+        "# schema-checked reads, and the concept index (conceptkit installed)",
+        "from schemas.io import read_table",
+        "from schemas.annotations import annotations_schema",
+        f'annotations = read_table("{out}/annotations", annotations_schema({n}))',
+        "from annotators.index import ConceptIndex",
+        f'index = ConceptIndex.load("{out}/index")  # index.search(unit_vectors, k) -> (scores, concept_ids)',
+        "```",
+        "",
+        f"From the command line: `conceptkit inspect {out}` prints counts, concept frequencies, score distributions and "
+        f"class-concept tables; `conceptkit search {out} \"some text\" --items` finds the nearest concepts and items.",
+        "",
+        "## Intended use and limitations",
+        "",
+        "- Meant for building and studying interpretable (concept-bottleneck style) models and for exploring what "
+        "distinguishes the classes; a starting point for human review (`labelstudio/`), not verified ground truth.",
+        f"- The concepts are what `{llm.get('model')}` proposed for the class names, after automatic filters: they can "
+        "be vague, redundant, culturally narrow or wrong, and they reflect the model's biases. Read them before "
+        "relying on them.",
+        f"- Scores are cosine similarities in `{embedding}`'s space, not probabilities; they are comparable within "
+        "a concept across items, less so across concepts, and inherit the embedding model's blind spots (negation, "
+        "rare words, long texts truncated to the model's input length).",
+        "- Concept selection used the class labels of these items, so measuring a classifier on concept scores "
+        "with the same items overstates how well the concepts generalise; hold out items built into no run.",
+        "- The items are what the input file held"
+        + (f" ({inp.get('rows')} rows); " if inp.get("rows") is not None else "; ")
+        + "conclusions hold for data like them only.",
+        "",
+    ]
+    return "\n".join(lines)
