@@ -195,23 +195,30 @@ class LabelStudioClient:
         found = [p for p in self.projects() if (p.get("description") or "").startswith(marker)]
         return min(found, key=lambda p: p["id"]) if found else None
 
-    def ensure_project(self, *, marker: str, title: str, label_config: str, model_version: str) -> tuple[int, bool]:
-        """Create the project identified by ``marker`` or bring its config and model version up to date.
+    def ensure_project(self, *, marker: str, title: str, label_config: str) -> tuple[dict[str, Any], bool]:
+        """Create the project identified by ``marker`` or bring its title and labeling config up to date.
 
-        Returns (project id, created). The labeling config is only replaced when it differs.
+        Returns (project, created). The labeling config is only replaced when it differs.
         """
         project = self.find_project(marker)
-        fields = {"title": title[:TITLE_MAX], "label_config": label_config, "model_version": model_version}
+        fields = {"title": title[:TITLE_MAX], "label_config": label_config}
         if project is None:
             body = dict(fields, description=marker, show_collab_predictions=True)
             created = self.request("POST", "/api/projects/", what="create project", json=body).json()
             logger.info("created Label Studio project %d (%s)", created["id"], title)
-            return created["id"], True
+            return created, True
         changes = {k: v for k, v in fields.items() if project.get(k) != v}
         if changes:
             self.request("PATCH", f"/api/projects/{project['id']}/", what=f"update project {project['id']}",
                          json=changes)
-        return project["id"], False
+        return project, False
+
+    def show_predictions_of(self, project: Mapping[str, Any], model_version: str) -> None:
+        """Pre-label with ``model_version``'s predictions (Label Studio shows one model version's predictions;
+        it accepts a version only once predictions of it exist)."""
+        if project.get("model_version") != model_version:
+            self.request("PATCH", f"/api/projects/{project['id']}/", what=f"update project {project['id']}",
+                         json={"model_version": model_version})
 
     # ------------------------------------------------------------ tasks
 
@@ -350,8 +357,8 @@ def push_tasks(
     keys = [t["data"]["task_key"] for t in tasks]
     if len(set(keys)) != len(keys):
         raise ValueError("task keys must be unique within a push")
-    project_id, created = client.ensure_project(marker=marker, title=title, label_config=label_config,
-                                                model_version=run_id)
+    project, created = client.ensure_project(marker=marker, title=title, label_config=label_config)
+    project_id = project["id"]
     result = PushResult(project_id=project_id, created_project=created)
     existing = {} if created else client.existing_keys(project_id)
     new, predictions = [], []
@@ -373,6 +380,8 @@ def push_tasks(
         client.import_predictions(project_id, predictions[start:start + batch_size])
     result.predictions_added = len(predictions)
     result.tasks = len(existing) + result.imported
+    if tasks:
+        client.show_predictions_of(project, run_id)
     logger.info("project %d: %d imported, %d updated, %d unchanged, %d predictions added", project_id,
                 result.imported, result.updated, result.unchanged, result.predictions_added)
     return result

@@ -1,0 +1,167 @@
+"""Label Studio fixtures: a real server per test session, started from a migrated data directory made once.
+
+Migrating a new Label Studio database takes about a minute; a copy of a migrated one starts in seconds. The
+template lives in the temp directory, keyed by the Label Studio version and the test credentials, and is built
+under a file lock (other sessions may be building it at the same time). Each session copies it, starts a server
+on a free 127.0.0.1 port and sets ``LABEL_STUDIO_API_KEY``. ``tiny_run`` writes a small run directory with
+``schemas.io.write_table`` and the real task builder, so tests need neither an LLM nor an embedding model.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+USERNAME = "reviewer@example.com"
+PASSWORD = "conceptkit-test-pw"
+TOKEN = "conceptkit-test-token-0123456789"
+TOKEN_ENV = "LABEL_STUDIO_API_KEY"
+
+
+def _label_studio_version() -> str | None:
+    try:
+        return importlib.metadata.version("label-studio")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _template(version: str) -> Path:
+    from annotators.labelstudio import LocalLabelStudio, free_port
+
+    root = Path(os.environ.get("CONCEPTKIT_LS_TEMPLATE_DIR", tempfile.gettempdir()))
+    template = root / f"conceptkit-ls-template-{version}-{uuid.uuid5(uuid.NAMESPACE_URL, USERNAME + TOKEN).hex[:8]}"
+    if (template / "ready").exists():
+        return template
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{template.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (template / "ready").exists():
+            return template
+        building = root / f"{template.name}.building-{uuid.uuid4().hex[:8]}"
+        server = LocalLabelStudio(building, username=USERNAME, password=PASSWORD, token=TOKEN, port=free_port())
+        try:
+            server.start(timeout_s=300)
+        finally:
+            server.stop()
+        (building / "labelstudio.log").unlink(missing_ok=True)
+        (building / "ready").write_text(version)
+        shutil.rmtree(template, ignore_errors=True)
+        os.replace(building, template)
+    return template
+
+
+@pytest.fixture(scope="session")
+def ls_server(tmp_path_factory):
+    """A running Label Studio (``LocalLabelStudio``); tests may stop and restart it (its ``url`` then changes)."""
+    version = _label_studio_version()
+    if version is None:
+        pytest.skip("label-studio is not installed (pip install -e '.[labelstudio]')")
+    from annotators.labelstudio import LocalLabelStudio, free_port
+
+    data_dir = tmp_path_factory.mktemp("labelstudio") / "data"
+    shutil.copytree(_template(version), data_dir)
+    server = LocalLabelStudio(data_dir, username=USERNAME, password=PASSWORD, token=TOKEN, port=free_port())
+    previous = os.environ.get(TOKEN_ENV)
+    os.environ[TOKEN_ENV] = TOKEN
+    server.start(timeout_s=120)
+    try:
+        yield server
+    finally:
+        server.stop()
+        if previous is None:
+            os.environ.pop(TOKEN_ENV, None)
+        else:
+            os.environ[TOKEN_ENV] = previous
+
+
+@pytest.fixture
+def ls(ls_server):
+    """The session's server, restarted on a fresh port if a previous test left it stopped."""
+    from annotators.labelstudio import free_port
+
+    if not ls_server.running():
+        ls_server.port = free_port()
+        ls_server.start(timeout_s=120)
+    return ls_server
+
+
+CLASSES = {
+    "cooking": ["oven", "spices", "recipe"],
+    "sports": ["goal", "coach", "match"],
+    "weather": ["rain", "storm", "forecast"],
+}
+
+
+def write_run(out: Path, *, run_id: str, n_per_class: int = 4, seed: int = 0,
+              texts: dict[str, str] | None = None, extra_items: int = 0) -> Path:
+    """A small run directory under ``out``: 3 classes x 3 concepts, ``n_per_class`` items each.
+
+    Scores favour the item's own class's concepts, so the pre-ticks look like a real run's. ``texts`` overrides
+    item texts by id; ``extra_items`` appends items (ids continue the sequence).
+    """
+    from pipelines.review import item_task, pretick_floor, write_tasks
+    from schemas.annotations import annotations_schema
+    from schemas.concepts import CONCEPTS
+    from schemas.io import write_table
+
+    names = [c for cs in CLASSES.values() for c in cs]
+    concept_rows = []
+    for cid, name in enumerate(names):
+        cls = next(k for k, v in CLASSES.items() if name in v)
+        concept_rows.append({"concept_id": cid, "concept": name, "classes": [cls], "picked_for": cls, "rank": cid % 3,
+                             "gain": 1.0 - 0.1 * cid, "discriminability": 0.5, "coverage_gain": 0.5,
+                             "candidate_id": f"c{cid}", "embedding": [0.0, 1.0]})
+    items = []
+    for cls in CLASSES:
+        for j in range(n_per_class):
+            items.append((f"{cls}-{j}", cls))
+    for j in range(extra_items):
+        items.append((f"extra-{j}", "weather"))
+    scores = np.zeros((len(items), len(names)), dtype=np.float32)
+    for i, (_, cls) in enumerate(items):
+        rng = np.random.default_rng([seed, i])  # per item: adding items leaves the others' scores alone
+        scores[i] = rng.uniform(0.05, 0.25, size=len(names))
+        for name in CLASSES[cls]:
+            scores[i, names.index(name)] += rng.uniform(0.15, 0.35)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :4]
+    floors = pretick_floor(scores)
+    texts = texts or {}
+    tasks = []
+    rows = []
+    for i, (item_id, cls) in enumerate(items):
+        text = texts.get(item_id, f"A short {cls} text number {item_id}.")
+        ids = top[i].tolist()
+        sc = [float(scores[i, c]) for c in ids]
+        tasks.append(item_task(item_id=item_id, text=text, label=cls, top_ids=ids, top_scores=sc, concepts=names,
+                               run_id=run_id, min_score=float(floors[i])))
+        rows.append({"item_id": item_id, "label": cls, "top_concept_ids": ids, "top_scores": sc, "scores": scores[i]})
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(out / "concepts.parquet", concept_rows, CONCEPTS)
+    write_table(out / "annotations" / "part-0.parquet", rows, annotations_schema(len(names)))
+    write_tasks(out / "labelstudio" / "tasks.json", tasks)
+    manifest = {"run_id": run_id, "counts": {"items_annotated": len(items)}}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    """A factory: ``tiny_run(where, run_id=..., **write_run_options)`` -> a run directory under tmp_path.
+
+    The run's name (its directory name, which names its Label Studio projects) is unique per test, so tests
+    sharing the session's server never see each other's projects; ``where`` only separates copies of it.
+    """
+
+    def make(where: str = "a", *, run_id: str = "tiny-1", **options) -> Path:
+        return write_run(tmp_path / where / f"run-{tmp_path.name}", run_id=run_id, **options)
+
+    return make
