@@ -86,7 +86,8 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
     counts = manifest.get("counts", {})
     llm = manifest.get("llm", {})
     inp = manifest.get("input", {})
-    name = cfg.get("name") or run_dir.name
+    # Name and path where the run ends up: a staged directory has a temporary name of its own.
+    name = cfg.get("name") or (Path(cfg["out"]).name if cfg.get("out") else run_dir.name)
     out = cfg.get("out") or f"runs/{name}"
     classes = inp.get("classes", [])
     index_desc = {}
@@ -199,8 +200,8 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
         f'index = ConceptIndex.load("{out}/index")  # index.search(unit_vectors, k) -> (scores, concept_ids)',
         "```",
         "",
-        f"From the command line: `conceptkit inspect {out}` prints counts, concept frequencies, score distributions and "
-        f"class-concept tables; `conceptkit search {out} \"some text\" --items` finds the nearest concepts and items.",
+        f"From the command line: `conceptkit inspect {out}` prints counts, concept frequencies, score distributions "
+        f"and class-concept tables; `conceptkit search {out} \"some text\" --items` finds the nearest concepts and items.",
         "",
         "## Intended use and limitations",
         "",

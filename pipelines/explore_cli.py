@@ -76,7 +76,8 @@ def register(subparsers: Any) -> None:
         "quantiles, the mean score of each concept per class, rejects, candidates, LLM use and timings.",
     )
     inspect.add_argument("run", metavar="RUN", help="run directory, e.g. runs/demo")
-    inspect.add_argument("--rows", type=int, default=50, metavar="N", help="rows per per-concept table (0: all; default 50)")
+    inspect.add_argument("--rows", type=int, default=50, metavar="N",
+                         help="rows per per-concept table (0: all; default 50)")
     inspect.add_argument("--max-score-items", type=int, default=50_000, metavar="N",
                          help="items read for score distributions and class means; more are sampled (default 50000)")
     inspect.set_defaults(func=_cmd_inspect)

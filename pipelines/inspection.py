@@ -84,7 +84,9 @@ def inspect_tables(run_dir: str | os.PathLike[str], *, max_score_items: int = 50
         sampled = sampled.gather_every(stride)
     sample = sampled.collect()
     scores = sample["scores"].to_numpy().astype(np.float32, copy=False)  # (items, concepts)
-    used = f"all {n_items} items" if stride == 1 else f"1 item in {stride} ({sample.height} of {n_items}, a systematic sample)"
+    used = f"all {n_items} items"
+    if stride > 1:
+        used = f"1 item in {stride} ({sample.height} of {n_items}, a systematic sample)"
     names = concepts.sort("concept_id")["concept"].to_list()
     q = np.quantile(scores, QUANTILES, axis=0) if len(scores) else np.full((len(QUANTILES), len(names)), np.nan)
     tables["score_distributions"] = pl.DataFrame(

@@ -40,7 +40,8 @@ class Run:
 
     @property
     def name(self) -> str:
-        return self.config.get("name") or self.path.name
+        out = self.config.get("out")
+        return self.config.get("name") or (Path(out).name if out else self.path.name)
 
     @property
     def embedding_model(self) -> str:

@@ -115,7 +115,9 @@ def search_run(
     return result
 
 
-def _search_items(run: Run, vector: np.ndarray, *, k: int, embedder: TextEmbedder, by_id: dict, result: SearchResult) -> None:
+def _search_items(
+    run: Run, vector: np.ndarray, *, k: int, embedder: TextEmbedder, by_id: dict, result: SearchResult
+) -> None:
     annotations = pa.concat_tables(
         [pq.read_table(f, columns=["item_id", "label", "top_concept_ids"]) for f in run.annotation_files()]
     )
@@ -135,8 +137,10 @@ def _search_items(run: Run, vector: np.ndarray, *, k: int, embedder: TextEmbedde
     result.items, result.n_items, result.items_source = hits, len(ids), source
 
 
-def item_embeddings(run: Run, item_ids: list[str], *, embedder: TextEmbedder) -> tuple[list[str], list[str], np.ndarray, str]:
-    """(ids, texts, unit-norm matrix, where it came from) for the run's annotated items, from the cache if it has them."""
+def item_embeddings(
+    run: Run, item_ids: list[str], *, embedder: TextEmbedder
+) -> tuple[list[str], list[str], np.ndarray, str]:
+    """(ids, texts, unit-norm matrix, where they came from) for the run's annotated items; cached when possible."""
     sha = run.manifest.get("input", {}).get("sha256")
     if not sha:
         raise SearchError(f"{run.path}: the manifest records no input.sha256; cannot tie item texts to this run")
@@ -168,7 +172,8 @@ def item_embeddings(run: Run, item_ids: list[str], *, embedder: TextEmbedder) ->
     logger.info("embedding %d item texts from %s with %s", len(texts), path, embedder.model_name)
     matrix = embedder.encode(texts)
     _save_cache(stem, item_ids, texts, matrix)
-    return list(item_ids), texts, matrix, f"embedded {len(texts)} items from {path}; cached at {stem.with_suffix('.npy')}"
+    source = f"embedded {len(texts)} items from {path}; cached at {stem.with_suffix('.npy')}"
+    return list(item_ids), texts, matrix, source
 
 
 def _input_file(run: Run, sha: str) -> Path:
@@ -179,9 +184,11 @@ def _input_file(run: Run, sha: str) -> Path:
     if not Path(recorded).is_absolute():
         # input.path is relative to where the build ran; runs usually live at <project>/runs/<name>.
         candidates.append(run.path.resolve().parent.parent / recorded)
+    from pipelines.build import _file_sha256  # the very hash the build recorded in input.sha256
+
     for candidate in candidates:
         if candidate.is_file():
-            actual = _sha256(candidate)
+            actual = _file_sha256(str(candidate))
             if actual != sha:
                 raise SearchError(
                     f"{candidate}: input file changed since the build (sha256 {actual[:12]}..., manifest "
@@ -192,14 +199,6 @@ def _input_file(run: Run, sha: str) -> Path:
         f"--items needs the item texts: input file {recorded!r} (manifest input.path) not found from "
         f"{Path.cwd()} or beside {run.path}, and no search cache holds them"
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _save_cache(stem: Path, ids: list[str], texts: list[str], matrix: np.ndarray) -> None:
