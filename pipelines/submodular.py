@@ -153,10 +153,16 @@ class Objective(ABC):
         """f(A) for the set held by ``state``."""
 
 
-def _dense_rows_gains(rows: np.ndarray, best: np.ndarray) -> np.ndarray:
-    # float32 sums along the contiguous last axis: each row's result does not depend on the batch,
-    # which is what makes lazy greedy reproduce naive greedy bit for bit.
-    return np.maximum(rows - best, 0.0).sum(axis=1).astype(np.float64)
+def _dense_rows_gains(rows: np.ndarray, best: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """sum(max(rows - best, 0), axis=-1) as float64, in ``out`` (may be ``rows``) to spare allocations.
+
+    Float32 sums along the contiguous last axis: a row's result does not depend on its batch,
+    which is what makes lazy greedy reproduce naive greedy bit for bit. Fresh multi-megabyte
+    temporaries cost more in page faults than the arithmetic, hence ``out``.
+    """
+    out = np.subtract(rows, best, out=out)
+    np.maximum(out, 0.0, out=out)
+    return out.sum(axis=-1).astype(np.float64)
 
 
 def _csr_gather(matrix: sp.csr_matrix, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -225,12 +231,15 @@ class FacilityLocation(Objective):
         self.n = self.n_ground = n
         return self
 
-    def _rows(self, idx: np.ndarray) -> np.ndarray:
+    def _rows(self, idx: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Candidate rows ``idx`` (n_ground wide): a view, a copy into ``out``, or computed on demand."""
         if self._dense is not None:
             if len(idx) > 1 and idx[-1] - idx[0] == len(idx) - 1 and np.all(np.diff(idx) == 1):
                 return self._dense[idx[0] : idx[-1] + 1]  # a view: no copy for block scans
-            return self._dense[idx]
-        rows = self._embeddings[idx] @ self._embeddings.T
+            if out is None:
+                return self._dense[idx]
+            return np.take(self._dense, idx, axis=0, out=out[: len(idx)])
+        rows = np.matmul(self._embeddings[idx], self._embeddings.T, out=None if out is None else out[: len(idx)])
         if self._shift:
             rows += 1.0
             rows *= 0.5
@@ -249,9 +258,21 @@ class FacilityLocation(Objective):
         if not len(idx):
             return np.zeros(0)
         step = max(1, _BLOCK_ELEMENTS // self.n_ground)
+        if state.updates == 0:  # best == 0 and s >= 0: max(s - 0, 0) is s itself, summed the same way
+            return np.concatenate([self._rows(idx[s : s + step]).sum(axis=1) for s in range(0, len(idx), step)]).astype(np.float64)
+        scratch = self._scratch(min(step, len(idx)))
         return np.concatenate(
-            [_dense_rows_gains(self._rows(idx[s : s + step]), state.best) for s in range(0, len(idx), step)]
+            [
+                _dense_rows_gains(self._rows(idx[s : s + step], scratch), state.best, out=scratch[: len(idx[s : s + step])])
+                for s in range(0, len(idx), step)
+            ]
         )
+
+    def _scratch(self, rows: int) -> np.ndarray:
+        buffer = getattr(self, "_buffer", None)
+        if buffer is None or buffer.shape[0] < rows:
+            buffer = self._buffer = np.empty((rows, self.n_ground), dtype=np.float32)
+        return buffer
 
     def update(self, state: _FacilityState, j: int) -> None:
         best = state.best
@@ -287,15 +308,18 @@ class FacilityLocation(Objective):
         limit = min(int(_PRUNE_MAX_DENSITY * self.n * self.n_ground), _PRUNE_MAX_ENTRIES)
         step = max(1, _BLOCK_ELEMENTS // self.n_ground)
         counts, indices, data, total = [], [], [], 0
+        scratch = self._scratch(min(step, self.n))
+        mask_buffer = np.empty(scratch.shape, dtype=bool)
         for s in range(0, self.n, step):
-            rows = self._rows(np.arange(s, min(s + step, self.n)))
-            mask = rows > best
-            counts.append(mask.sum(axis=1))
-            total += int(counts[-1].sum())
+            rows = self._rows(np.arange(s, min(s + step, self.n)), scratch)
+            mask = np.greater(rows, best, out=mask_buffer[: len(rows)])
+            flat = np.flatnonzero(mask)
+            counts.append(np.count_nonzero(mask, axis=1))
+            total += flat.size
             if total > limit:
                 return
-            indices.append(np.nonzero(mask)[1].astype(np.int32))
-            data.append(rows[mask])
+            indices.append((flat % self.n_ground).astype(np.int32))
+            data.append(rows.ravel()[flat])
         counts_all = np.concatenate(counts)
         state.live = _Rows(
             np.concatenate(([0], np.cumsum(counts_all))), np.concatenate(indices), np.concatenate(data)
@@ -504,46 +528,74 @@ def naive_greedy(objective: Objective, k: int) -> Selection:
     return Selection(np.array(selected, dtype=np.int64), np.array(gains), objective.value(state))
 
 
-def lazy_greedy(objective: Objective, k: int, *, max_batch: int = 64) -> Selection:
-    """Lazy greedy (Minoux 1978): stale gains are upper bounds kept in a heap keyed (-gain, index).
+def lazy_greedy(
+    objective: Objective, k: int, *, pool_size: int = 1024, min_batch: int = 8, max_batch: int = 256
+) -> Selection:
+    """Lazy greedy (Minoux 1978) over a pool of the highest upper bounds, in numpy.
 
-    Stale candidates at the top are re-evaluated in batches that double while the top stays stale
-    (1, 2, 4, ... up to ``max_batch``), so an expensive gain (a row computed on the fly) is paid
-    in matrix products. The result equals ``naive_greedy``'s whenever gains are computed row by row
-    independently of the batch (dense or sparse precomputed similarities).
+    Stale gains are upper bounds. The pool holds every candidate whose bound is at least the
+    ``pool_size``-th largest; ``outside`` is the largest bound left out, strictly below the pool.
+    Each step re-evaluates the pool's top stale bounds in batches (doubling from ``min_batch`` to
+    ``max_batch``, so a gain computed on the fly is paid in matrix products) until the best fresh
+    gain beats every stale bound, ties going to the lowest index; the pool is rebuilt, O(n), only
+    when ``outside`` catches up. The result equals ``naive_greedy``'s whenever a candidate's gain
+    does not depend on the batch it is computed in (dense or sparse precomputed similarities).
     """
     k = _check_k("k", k, objective.n)
+    n = objective.n
     state = objective.init_state()
-    upper = objective.gains(state, np.arange(objective.n))
-    heap = list(zip((-upper).tolist(), range(objective.n)))
-    heapq.heapify(heap)
-    fresh_at = np.zeros(objective.n, dtype=np.int64)  # step at which the heap's gain was computed
+    upper = objective.gains(state, np.arange(n))
+    fresh_at = np.zeros(n, dtype=np.int64)  # step at which upper[j] was computed
     selected, gains = [], []
-    evaluations = objective.n
+    evaluations, rebuilds = n, 0
+    pool = np.zeros(0, dtype=np.int64)
+    outside = np.inf  # forces a build at the first step
     bar = _progress(k, "lazy greedy")
     for step in range(k):
-        batch_size = 1
-        while fresh_at[heap[0][1]] != step:
-            batch = []
-            while heap and len(batch) < batch_size and fresh_at[heap[0][1]] != step:
-                batch.append(heapq.heappop(heap)[1])
-            batch_idx = np.array(batch, dtype=np.int64)
-            fresh = objective.gains(state, batch_idx)
-            evaluations += len(batch)
-            fresh_at[batch_idx] = step
-            for g, j in zip(fresh.tolist(), batch):
-                heapq.heappush(heap, (-g, j))
-            batch_size = min(2 * batch_size, max_batch)
-        negative_gain, j = heapq.heappop(heap)
+        batch = min_batch
+        while True:
+            bounds = upper[pool]
+            fresh = fresh_at[pool] == step
+            fresh_bounds = np.where(fresh, bounds, -np.inf)
+            best = fresh_bounds.max(initial=-np.inf)
+            stale_bounds = np.where(fresh, -np.inf, bounds)
+            stale = stale_bounds.max(initial=-np.inf)
+            if best > -np.inf and best > outside:
+                j = int(pool[fresh_bounds == best].min())
+                if best > stale or (best == stale and j < pool[stale_bounds == stale].min()):
+                    break
+            if stale == -np.inf or stale < outside:
+                pool, outside = _build_pool(upper, pool_size)
+                rebuilds += 1
+                continue
+            top = pool[np.argsort(-stale_bounds, kind="stable")[: min(batch, np.count_nonzero(stale_bounds > -np.inf))]]
+            upper[top] = objective.gains(state, top)
+            fresh_at[top] = step
+            evaluations += len(top)
+            batch = min(2 * batch, max_batch)
         selected.append(j)
-        gains.append(-negative_gain)
+        gains.append(float(best))
+        upper[j] = -np.inf
+        pool = pool[pool != j]
         objective.update(state, j)
         if bar is not None:
             bar.update()
     if bar is not None:
         bar.close()
-    logger.debug("lazy greedy: k=%d n=%d gain evaluations=%d", k, objective.n, evaluations)
+    logger.debug("lazy greedy: k=%d n=%d gain evaluations=%d pool rebuilds=%d", k, n, evaluations, rebuilds)
     return Selection(np.array(selected, dtype=np.int64), np.array(gains), objective.value(state))
+
+
+def _build_pool(upper: np.ndarray, pool_size: int) -> tuple[np.ndarray, float]:
+    """Indices with a bound >= the pool_size-th largest (ties all in), and the largest bound left out."""
+    live = upper > -np.inf
+    n_live = int(np.count_nonzero(live))
+    if n_live <= pool_size:
+        return np.flatnonzero(live), -np.inf
+    threshold = np.partition(upper, upper.size - pool_size)[upper.size - pool_size]
+    inside = upper >= threshold
+    left = upper[~inside]
+    return np.flatnonzero(inside), float(left.max()) if left.size else -np.inf
 
 
 def stochastic_greedy(objective: Objective, k: int, *, epsilon: float = 0.1, seed: int = 0) -> Selection:
@@ -796,6 +848,7 @@ class _ClassBlocks:
         self.member_pos = pos_of[by_concept]
         self.member_ptr = np.concatenate(([0], np.cumsum(np.bincount(concept_of, minlength=member.shape[0]))))
         self.best = np.zeros((n_classes, m), dtype=np.float32)
+        self._scratch: np.ndarray | None = None
 
     def coverage_pairs(self, classes: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Coverage gains (unnormalised) of candidate ``positions[i]`` in class ``classes[i]``."""
@@ -803,7 +856,8 @@ class _ClassBlocks:
         step = max(1, _BLOCK_ELEMENTS // self.sim.shape[2])
         for s in range(0, len(classes), step):
             c, p = classes[s : s + step], positions[s : s + step]
-            out[s : s + step] = _dense_rows_gains(self.sim[c, p], self.best[c])
+            rows = self.sim[c, p]
+            out[s : s + step] = _dense_rows_gains(rows, self.best[c], out=rows)
         return out
 
     def coverage_all(self, classes: np.ndarray) -> np.ndarray:
@@ -813,8 +867,9 @@ class _ClassBlocks:
         step = max(1, _BLOCK_ELEMENTS // (m * m))
         for s in range(0, len(classes), step):
             c = classes[s : s + step]
-            diff = np.maximum(self.sim[c] - self.best[c][:, None, :], 0.0)
-            out[s : s + step] = diff.sum(axis=2)
+            if self._scratch is None:
+                self._scratch = np.empty((step, m, m), dtype=np.float32)
+            out[s : s + step] = _dense_rows_gains(self.sim[c], self.best[c][:, None, :], out=self._scratch[: len(c)])
         return out
 
 
