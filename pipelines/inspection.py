@@ -135,7 +135,23 @@ def inspect_tables(run_dir: str | os.PathLike[str], *, max_score_items: int = 50
             .sort(["status", "candidates", "reason"], descending=[False, True, False], nulls_last=True)
         )
     llm = m.get("llm", {})
-    tables["llm"] = pl.DataFrame({"llm": list(llm), "value": ["" if v is None else str(v) for v in llm.values()]})
+    flat = _flatten(llm)
+    tables["llm"] = pl.DataFrame({"llm": list(flat), "value": ["" if v is None else str(v) for v in flat.values()]})
+    if (run.path / "llm_calls.parquet").exists():
+        from schemas.io import read_table
+        from schemas.llm_calls import LLM_CALLS
+
+        tables["llm_calls"] = (
+            pl.from_arrow(read_table(run.path / "llm_calls.parquet", LLM_CALLS))
+            .group_by("class_name")
+            .agg(
+                pl.len().alias("requests"), pl.col("cached").sum().alias("cached"),
+                pl.col("error").is_not_null().sum().alias("errors"), pl.col("retries").sum().alias("retries"),
+                pl.col("prompt_tokens").sum(), pl.col("completion_tokens").sum(),
+                pl.col("latency_s").filter(~pl.col("cached")).median().alias("latency_s_p50"),
+            )
+            .sort("class_name")
+        )
     timings = m.get("timings_s", {})
     tables["timings"] = pl.DataFrame({"stage": list(timings), "seconds": [float(v) for v in timings.values()]})
 
@@ -149,6 +165,16 @@ def inspect_tables(run_dir: str | os.PathLike[str], *, max_score_items: int = 50
         f"{len(names)} concepts, {n_items} items in {len(files)} shard(s)",
     }
     return Inspection(run=str(run.path), header=header, tables=tables, notes=notes)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _files(run: Run) -> pl.DataFrame:
@@ -196,6 +222,7 @@ TITLES = {
     "rejects": "rejects by stage and reason",
     "candidates": "candidates by status and reason",
     "llm": "LLM (manifest)",
+    "llm_calls": "LLM requests by class (llm_calls.parquet)",
     "timings": "timings (s)",
 }
 

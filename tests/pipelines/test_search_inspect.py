@@ -150,6 +150,8 @@ def test_inspect_tables_add_up(built):
     np.testing.assert_allclose(classes["weather"].to_numpy(), matrix[labels == "weather"].mean(axis=0), atol=1e-6)
     # on this easy data every concept scores highest in the class it was picked for
     assert classes.filter(pl.col("best_class") != pl.col("picked_for")).height == 0
+    calls = result.tables["llm_calls"]
+    assert calls["class_name"].to_list() == CLASSES and calls["errors"].sum() == 0
     rejects = result.tables["rejects"]
     assert rejects.filter((pl.col("stage") == "items") & (pl.col("reason") == "empty_text"))["rows"].to_list() == [1]
 
@@ -158,7 +160,7 @@ def test_inspect_run_text(built):
     text = inspect_run(built["out"])
     for section in ("## counts", "## files", "## concept frequencies", "## score distributions",
                     "## class-concept table", "## rejects by stage and reason", "## candidates by status and reason",
-                    "## LLM (manifest)", "## timings (s)"):
+                    "## LLM (manifest)", "## LLM requests by class", "## timings (s)"):
         assert section in text
     assert re.search(r"\| items_annotated\s+\|\s+24 \|", text)
     assert re.search(r"\| items\s+\| empty_text\s+\|\s+1 \|", text)
