@@ -73,7 +73,9 @@ class Selection:
 
 
 def _check_finite(name: str, array: np.ndarray) -> None:
-    if array.size and not np.all(np.isfinite(array)):
+    # A float64 sum is one pass without a temporary; non-finite entries (or, rarely, overflow)
+    # make it non-finite, and only then do we look for the offending entry.
+    if array.size and not math.isfinite(float(array.sum(dtype=np.float64))) and not np.all(np.isfinite(array)):
         bad = np.argwhere(~np.isfinite(array))[0]
         raise ValueError(f"`{name}` must be finite; found {array[tuple(bad)]} at index {tuple(int(b) for b in bad)}")
 
@@ -181,7 +183,10 @@ class FacilityLocation(Objective):
     ``similarity`` is (n_ground, n_candidates), dense or scipy.sparse (missing entries are 0).
     """
 
-    def __init__(self, similarity: np.ndarray | sp.spmatrix | sp.sparray, *, negative: str = "clip") -> None:
+    def __init__(
+        self, similarity: np.ndarray | sp.spmatrix | sp.sparray, *, negative: str = "clip", symmetric: bool = False
+    ) -> None:
+        """``symmetric=True`` promises s_ij == s_ji (a cosine Gram matrix) and skips a transposed copy."""
         _check_choice("negative", negative, NEGATIVE_MODES)
         self._embeddings: np.ndarray | None = None
         if sp.issparse(similarity):
@@ -199,11 +204,15 @@ class FacilityLocation(Objective):
             self.n_ground = matrix.shape[0]
         else:
             dense = _as_matrix("similarity", similarity)
-            if negative == "shift" and dense.min() < 0:
-                dense = dense - dense.min()
-            else:
+            if symmetric and dense.shape[0] != dense.shape[1]:
+                raise ValueError(f"`similarity` must be square when symmetric=True, got shape {dense.shape}")
+            lowest = float(dense.min())
+            if lowest < 0 and negative == "shift":
+                dense = dense - np.float32(lowest)
+            elif lowest < 0:
                 dense = np.maximum(dense, 0.0)
-            self._dense = np.ascontiguousarray(dense.T)
+            # Rows of self._dense are candidates, so a gain reads one contiguous row.
+            self._dense = dense if symmetric else np.ascontiguousarray(dense.T)
             self._sparse = None
             self.n_ground = dense.shape[0]
         self.n = (self._sparse if self._sparse is not None else self._dense).shape[0]
@@ -222,7 +231,10 @@ class FacilityLocation(Objective):
         x = normalize_rows(_as_matrix("embeddings", embeddings))
         n = x.shape[0]
         if n * n * 4 <= max_dense_bytes:
-            return cls(_blocked_gram(x), negative=negative)
+            gram = _blocked_gram(x)
+            if negative == "clip":
+                np.maximum(gram, 0.0, out=gram)  # in place: spares the constructor a copy
+            return cls(gram, negative=negative, symmetric=True)
         self = cls.__new__(cls)
         self._embeddings = x
         self._dense = None

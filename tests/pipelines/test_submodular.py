@@ -179,6 +179,28 @@ def test_stochastic_is_seeded_and_close() -> None:
     assert len(set(first.selected.tolist())) == 40
 
 
+def test_symmetric_flag_matches_transposed_path() -> None:
+    x = _unit(50, 5, seed=9)
+    similarity = x @ x.T
+    plain = sm.lazy_greedy(sm.FacilityLocation(similarity), 10)
+    symmetric = sm.lazy_greedy(sm.FacilityLocation(similarity, symmetric=True), 10)
+    assert plain.selected.tolist() == symmetric.selected.tolist()
+    assert plain.gains.tolist() == symmetric.gains.tolist()
+    with pytest.raises(ValueError, match="must be square when symmetric=True"):
+        sm.FacilityLocation(similarity[:, :10], symmetric=True)
+
+
+def test_pruned_large_problem_lazy_equals_naive() -> None:
+    # Above _PRUNE_MIN_GROUND the dense rows switch to live sparse entries; both optimisers see it.
+    x = _unit(1500, 16, seed=13)
+    objective = sm.FacilityLocation.from_embeddings(x)
+    naive = sm.naive_greedy(objective, 40)
+    lazy = sm.lazy_greedy(objective, 40)
+    assert naive.selected.tolist() == lazy.selected.tolist()
+    assert naive.gains.tolist() == lazy.gains.tolist()
+    assert lazy.objective == pytest.approx(lazy.gains.sum(), rel=1e-6)
+
+
 def test_on_the_fly_matches_precomputed() -> None:
     x = _unit(300, 8, seed=11)
     dense = sm.lazy_greedy(sm.FacilityLocation.from_embeddings(x), 30)
