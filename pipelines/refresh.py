@@ -314,15 +314,14 @@ def _rewrite_shards(directory: Path, shards: dict[str, list[str]], drop: set[str
 def _rewrite_tasks(path: Path, todo: list[dict], rows: list[dict], drop: set[str], concepts: list[str],
                    run_id: str) -> int:
     """Replace the review tasks of the re-annotated or newly rejected items; returns the task count."""
-    from pipelines.review import item_task, write_tasks
+    from pipelines.review import item_task, pretick_floor, write_tasks
     from schemas.labelstudio import Task
 
     tasks = [Task.model_validate(t) for t in json.loads(path.read_text()) if t["data"]["item_id"] not in drop]
-    for item, row in zip(todo, rows):
-        # The same pre-tick rule as the build (transforms.AnnotateBatch): the item's median score plus a margin.
-        floor = float(np.median(row["scores"])) + 0.1
+    floors = pretick_floor(np.stack([row["scores"] for row in rows])) if rows else []
+    for item, row, floor in zip(todo, rows, floors):
         tasks.append(item_task(item_id=item["item_id"], text=item["text"], label=item["label"],
                                top_ids=row["top_concept_ids"], top_scores=row["top_scores"], concepts=concepts,
-                               run_id=run_id, min_score=floor))
+                               run_id=run_id, min_score=float(floor)))
     tasks.sort(key=lambda task: task.data.item_id)
     return write_tasks(path, tasks)
