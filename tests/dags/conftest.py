@@ -29,6 +29,11 @@ RUN_NAME = "concepts-20250602"  # the build DAG's default run_name_template on L
 
 
 def pytest_configure(config) -> None:
+    # Test modules elsewhere do `from conftest import ...` meaning tests/conftest.py, but in pytest's default
+    # (prepend) import mode that name is left pointing at the conftest imported last: this one. Point it back.
+    root = config.pluginmanager.get_plugin(str(ROOT / "tests" / "conftest.py"))
+    if root is not None:
+        sys.modules["conftest"] = root
     if "airflow" in sys.modules and not os.environ.get("AIRFLOW_HOME", "").startswith(tempfile.gettempdir()):
         raise pytest.UsageError("airflow was imported before tests/dags/conftest.py could point it at a test home")
     home = tempfile.mkdtemp(prefix="conceptkit-airflow-")
