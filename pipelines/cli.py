@@ -58,6 +58,8 @@ BUILD_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--top-k", "annotation.top_k", dict(type=int, metavar="K", help="top concepts stored per item (default 5)")),
     ("--runner", "runner.runner", dict(choices=["direct", "dask"], help="Beam runner (default direct: in-process, no network)")),
     ("--direct-num-workers", "runner.direct_num_workers", dict(type=int, metavar="N", help="worker processes for the direct runner (default 1)")),
+    ("--dask-scheduler", "runner.dask_scheduler", dict(metavar="ADDR", help="dask.distributed scheduler, e.g. tcp://HOST:8786 (with --runner dask)")),
+    ("--dask-workers", "runner.dask_workers", dict(type=int, metavar="N", help="with --runner dask and no scheduler: start a local cluster of N worker processes on 127.0.0.1")),
 ]
 
 
@@ -120,6 +122,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_build(sub)
+    from pipelines.explore_cli import register as register_explore
+
+    register_explore(sub)
+    from pipelines.labelstudio_cli import register as register_ls
+
+    register_ls(sub)
     llm = sub.add_parser("llm", help="the embedded local LLM").add_subparsers(dest="llm_command", required=True)
     serve = llm.add_parser("serve", help="serve the embedded model on 127.0.0.1 in the foreground")
     serve.add_argument("--port", type=int, default=8765)

@@ -115,7 +115,7 @@ class SelectionConfig(_Frozen):
 class AnnotationConfig(_Frozen):
     top_k: int = Field(5, ge=1)
     batch_size: int = Field(256, ge=1)
-    rows_per_shard: int = Field(50_000, ge=1)
+    rows_per_shard: int = Field(20_000, ge=1)  # items per work unit and per annotations shard
 
 
 class RunnerConfig(_Frozen):

@@ -33,6 +33,7 @@ class Candidate:
     prompt: str
     model: str
     sample: int
+    position: int = 0  # index in the LLM's answer: with (class, prompt, sample) a stable order on every runner
     concept: str = ""
     status: str = "accepted"
     reason: str | None = None

@@ -20,8 +20,6 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
 
 from pipelines.config import AnnotationConfig, EmbeddingConfig, FilterConfig, SelectionConfig
 from pipelines.llm import ClientSettings
@@ -50,7 +48,11 @@ def reject(stage: str, key: str, reason: str, detail: str | None = None, raw: st
 
 
 class ReadItemGroup(beam.DoFn):
-    """Row group index -> the item rows of that row group of the staged items file."""
+    """Row group index -> one batch: the item rows of that row group of the staged items file.
+
+    Batches are formed here, not with ``BatchElements``: Beam 2.77's DaskRunner drops what a DoFn emits from
+    ``finish_bundle``, which is where ``BatchElements`` emits its last batch.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -61,32 +63,34 @@ class ReadItemGroup(beam.DoFn):
         with timed("read"):
             rows = pq.ParquetFile(self.path).read_row_group(group).to_pylist()
         counter("items_read").inc(len(rows))
-        yield from rows
+        yield rows
 
 
 class ValidateItems(beam.DoFn):
-    """Item row -> the row (main) or a reject (tag ``rejects``)."""
+    """A batch of item rows -> ("valid", the usable rows) and ("rejects", reject row) for each other row."""
 
     def __init__(self, classes: Sequence[str], max_text_chars: int) -> None:
         self.classes = frozenset(classes)
         self.max_text_chars = max_text_chars
 
-    def process(self, row: dict):
+    def process(self, rows: list[dict]):
         from pipelines.items import validate_row
 
-        reason = validate_row(row, classes=self.classes, max_text_chars=self.max_text_chars)
-        if reason is None:
-            counter("items_valid").inc()
-            yield row
-        else:
-            counter("items_rejected").inc()
-            yield beam.pvalue.TaggedOutput(
-                "rejects", reject("items", str(row.get("item_id")), reason, raw=(row.get("text") or "")[:2000])
-            )
+        valid = []
+        for row in rows:
+            reason = validate_row(row, classes=self.classes, max_text_chars=self.max_text_chars)
+            if reason is None:
+                valid.append(row)
+            else:
+                counter("items_rejected").inc()
+                yield "rejects", reject("items", str(row.get("item_id")), reason, raw=(row.get("text") or "")[:2000])
+        counter("items_valid").inc(len(valid))
+        if valid:
+            yield "valid", valid
 
 
 class GenerateCandidates(beam.DoFn):
-    """A chunk of concept requests -> candidate rows (main) and rejects (tag ``rejects``), calls run concurrently."""
+    """A chunk of concept requests -> ("candidates"|"rejects"|"calls", row); the calls run concurrently."""
 
     def __init__(self, settings: ClientSettings) -> None:
         self.settings = settings
@@ -103,7 +107,7 @@ class GenerateCandidates(beam.DoFn):
         with timed("generate"):
             results = self.client.run_many(jobs)
         for request, result in zip(requests, results):
-            yield beam.pvalue.TaggedOutput("calls", {
+            yield "calls", {
                 "key": result.key, "class_name": request.class_name, "prompt_id": request.prompt_id,
                 "sample": request.sample, "cached": result.cached, "error": result.error, "status": result.status,
                 "retries": result.retries, "latency_s": 0.0 if result.cached else result.latency_s,
@@ -111,7 +115,7 @@ class GenerateCandidates(beam.DoFn):
                 "completion_tokens": 0 if result.cached else result.completion_tokens,
                 "cost_usd": 0.0 if result.cached else self.settings.cost(result.prompt_tokens, result.completion_tokens),
                 "response_mode": result.response_mode,
-            })
+            }
             if result.error == "budget_exceeded":
                 counter("llm_budget_stops").inc()
             elif result.cached:
@@ -126,19 +130,18 @@ class GenerateCandidates(beam.DoFn):
             key = f"{request.class_name}/{request.prompt_id}/{request.sample}"
             if result.error:
                 counter("llm_errors").inc()
-                yield beam.pvalue.TaggedOutput("rejects", reject("generate", key, result.error, result.detail))
+                yield "rejects", reject("generate", key, result.error, result.detail)
                 continue
             try:
                 concepts = parse_candidates(result.content)
             except ParseError as exc:
                 counter("llm_unparseable").inc()
-                yield beam.pvalue.TaggedOutput(
-                    "rejects", reject("generate", key, exc.reason, str(exc), raw=result.content)
-                )
+                yield "rejects", reject("generate", key, exc.reason, str(exc), raw=result.content)
                 continue
             counter("candidates_proposed").inc(len(concepts))
-            for concept in concepts:
-                yield {
+            for position, concept in enumerate(concepts):
+                yield "candidates", {
+                    "position": position,
                     "raw": concept,
                     "classes": [request.class_name],
                     "prompt_id": request.prompt_id,
@@ -219,7 +222,7 @@ class FilterCandidates(beam.DoFn):
         with timed("filter"):
             # Stable order whatever the runner delivered: by class, prompt, sample, then the LLM's own order.
             candidates = [Candidate(**row) for row in rows]
-            candidates.sort(key=lambda c: (self.classes.index(c.classes[0]), c.prompt_id, c.sample))
+            candidates.sort(key=lambda c: (self.classes.index(c.classes[0]), c.prompt_id, c.sample, c.position))
             filter_text(candidates, self.filters)
             accepted = [c for c in candidates if c.status == "accepted"]
             emb = self.embedder.encode([c.concept for c in accepted])
@@ -291,7 +294,7 @@ class WriteIndex(beam.DoFn):
 
 
 class AnnotateBatch(beam.DoFn):
-    """An embedded item batch + the concept set -> annotation rows (main) and Label Studio tasks (tag ``tasks``)."""
+    """An embedded item batch + the concept set -> ("shards", its annotation rows) and ("tasks", a task per item)."""
 
     def __init__(self, cfg: AnnotationConfig, run_id: str) -> None:
         self.cfg = cfg
@@ -325,57 +328,38 @@ class AnnotateBatch(beam.DoFn):
             top_ids, top_scores, scores = annotate(batch["embedding"], emb, top_k=self.cfg.top_k, index=index)
             # Pre-tick a concept for review when it scores above the item's own median concept score by a margin.
             floor = np.median(scores, axis=1) + 0.1
+            shard = []
             for i, item_id in enumerate(batch["item_id"]):
-                yield {
+                shard.append({
                     "item_id": item_id,
                     "label": batch["label"][i],
                     "top_concept_ids": top_ids[i].tolist(),
                     "top_scores": top_scores[i].tolist(),
                     "scores": scores[i],
-                }
+                })
                 task = item_task(
                     item_id=item_id, text=batch["text"][i], label=batch["label"][i], top_ids=top_ids[i].tolist(),
                     top_scores=top_scores[i].tolist(), concepts=names, run_id=self.run_id, min_score=float(floor[i]),
                 )
-                yield beam.pvalue.TaggedOutput("tasks", task.model_dump(mode="json"))
+                yield "tasks", task.model_dump(mode="json")
+        yield "shards", shard
         counter("items_annotated").inc(len(batch["item_id"]))
 
 
 class WriteShards(beam.DoFn):
-    """Annotation rows -> Parquet shards in ``directory``; yields each shard's file name once it is in place."""
+    """A batch of annotation rows -> one Parquet shard in ``directory``; yields its file name once in place."""
 
-    def __init__(self, directory: str, rows_per_shard: int) -> None:
+    def __init__(self, directory: str) -> None:
         self.directory = directory
-        self.rows_per_shard = rows_per_shard
 
-    def start_bundle(self) -> None:
-        self._rows: list[dict] = []
-        self._n_concepts = None
-
-    def _flush(self) -> str | None:
+    def process(self, rows: list[dict], n_concepts: int):
         from schemas.annotations import annotations_schema
         from schemas.io import write_table
 
-        if not self._rows:
-            return None
         name = f"part-{uuid.uuid4().hex[:16]}.parquet"
         with timed("write"):
-            write_table(Path(self.directory) / name, self._rows, annotations_schema(self._n_concepts),
-                        row_group_size=8192)
-        self._rows = []
-        return name
-
-    def process(self, row: dict, n_concepts: int):
-        self._n_concepts = n_concepts
-        row = dict(row, scores=np.asarray(row["scores"], dtype=np.float32))
-        self._rows.append(row)
-        if len(self._rows) >= self.rows_per_shard:
-            yield self._flush()
-
-    def finish_bundle(self):
-        name = self._flush()
-        if name:
-            yield WindowedValue(name, 0, [GlobalWindow()])
+            write_table(Path(self.directory) / name, rows, annotations_schema(n_concepts), row_group_size=8192)
+        yield name
 
 
 class CommitShards(beam.DoFn):
@@ -426,6 +410,22 @@ class WriteTasks(beam.DoFn):
         yield n
 
 
+class _Outputs(dict):
+    """Attribute access to the PCollections of ``split``."""
+
+    __getattr__ = dict.__getitem__
+
+
+def split(pcoll, label: str, kinds: Sequence[str]) -> _Outputs:
+    """(kind, value) pairs -> one PCollection of values per kind.
+
+    Used instead of tagged outputs: Beam 2.77's DaskRunner delivered every tagged output to the main output.
+    """
+    return _Outputs(
+        {kind: pcoll | f"{label}.{kind}" >> beam.FlatMap(lambda kv, k=kind: [kv[1]] if kv[0] == k else []) for kind in kinds}
+    )
+
+
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -456,70 +456,77 @@ def build_pipeline(
         | "RowGroups" >> beam.Create(list(range(n_row_groups)))
         | "Reshuffle" >> beam.Reshuffle()
         | "ReadItems" >> beam.ParDo(ReadItemGroup(staged_items))
-        | "ValidateItems" >> beam.ParDo(ValidateItems(classes, cfg.items.max_text_chars)).with_outputs("rejects", main="valid")
+        | "ValidateItems" >> beam.ParDo(ValidateItems(classes, cfg.items.max_text_chars))
     )
+    items = split(items, "Items", ("valid", "rejects"))
     chunk = max(cfg.llm.concurrency * 2, 8)
     generated = (
         p
         | "Requests" >> beam.Create(_chunks([asdict(r) for r in requests], chunk))
-        | "GenerateCandidates" >> beam.ParDo(GenerateCandidates(settings)).with_outputs("rejects", "calls", main="candidates")
+        | "GenerateCandidates" >> beam.ParDo(GenerateCandidates(settings))
     )
-    _ = (
+    generated = split(generated, "Generated", ("candidates", "rejects", "calls"))
+    done = [
         generated.calls
         | "AllCalls" >> beam.combiners.ToList()
         | "SortCalls" >> beam.Map(lambda rows: sorted(rows, key=lambda r: (r["class_name"], r["prompt_id"], r["sample"])))
         | "WriteCalls" >> beam.ParDo(WriteTable(str(run_dir / "llm_calls.parquet"), LLM_CALLS))
-    )
+    ]
     filtered = (
         generated.candidates
         | "AllCandidates" >> beam.combiners.ToList()
         | "FilterCandidates" >> beam.ParDo(FilterCandidates(cfg.filters, cfg.embedding, classes))
     )
-    embedded = (
-        items.valid
-        | "BatchItems" >> beam.BatchElements(min_batch_size=cfg.annotation.batch_size, max_batch_size=cfg.annotation.batch_size)
-        | "EmbedItems" >> beam.ParDo(EmbedItems(cfg.embedding))
-    )
+    embedded = items.valid | "EmbedItems" >> beam.ParDo(EmbedItems(cfg.embedding))
     sums = (
         embedded
         | "ClassSums" >> beam.FlatMap(class_sums)
         | "SumPerClass" >> beam.CombinePerKey(add_sums)
     )
     selection = filtered | "SelectConcepts" >> beam.ParDo(SelectConcepts(cfg.selection, classes), sums=beam.pvalue.AsDict(sums))
-    _ = selection | "WriteIndex" >> beam.ParDo(WriteIndex(str(run_dir / "index"), cfg.embedding.model))
-    _ = (
+    done.append(selection | "WriteIndex" >> beam.ParDo(WriteIndex(str(run_dir / "index"), cfg.embedding.model)))
+    done.append(
         selection
         | "CandidateRows" >> beam.Map(lambda s: s["candidates"])
         | "WriteCandidates" >> beam.ParDo(WriteTable(str(run_dir / "candidates.parquet"), CANDIDATES))
     )
-    _ = (
+    done.append(
         selection
         | "ConceptRows" >> beam.Map(lambda s: s["concepts"])
         | "WriteConcepts" >> beam.ParDo(WriteTable(str(run_dir / "concepts.parquet"), CONCEPTS))
     )
     annotated = embedded | "Annotate" >> beam.ParDo(
         AnnotateBatch(cfg.annotation, run_id), selection=beam.pvalue.AsSingleton(selection)
-    ).with_outputs("tasks", main="rows")
+    )
+    annotated = split(annotated, "Annotated", ("shards", "tasks"))
     n_concepts = selection | "CountConcepts" >> beam.Map(lambda s: max(len(s["concepts"]), 1))
     shard_dir = str(run_dir / "annotations")
-    _ = (
-        annotated.rows
-        | "WriteShards" >> beam.ParDo(WriteShards(shard_dir, cfg.annotation.rows_per_shard), n_concepts=beam.pvalue.AsSingleton(n_concepts))
+    done.append(
+        annotated.shards
+        | "WriteShards" >> beam.ParDo(WriteShards(shard_dir), n_concepts=beam.pvalue.AsSingleton(n_concepts))
         | "ShardNames" >> beam.combiners.ToList()
         | "CommitShards" >> beam.ParDo(CommitShards(shard_dir))
     )
-    _ = (
+    done.append(
         annotated.tasks
         | "AllTasks" >> beam.combiners.ToList()
         | "WriteTasks" >> beam.ParDo(WriteTasks(str(run_dir / "labelstudio" / "tasks.json")))
     )
     selection_rejects = selection | "SelectionRejects" >> beam.FlatMap(lambda s: s["rejects"])
-    _ = (
+    done.append(
         (items.rejects, generated.rejects, selection_rejects)
         | "FlattenRejects" >> beam.Flatten()
         | "AllRejects" >> beam.combiners.ToList()
         | "SortRejects" >> beam.Map(lambda rows: sorted(rows, key=lambda r: (r["stage"], r["key"], r["reason"])))
         | "WriteRejects" >> beam.ParDo(WriteTable(str(run_dir / "rejects.parquet"), REJECTS))
+    )
+    # One terminal step downstream of every sink. Beam 2.77's DaskRunner computes only the last transform's
+    # task graph, so a sink on a branch that does not feed the last step never runs there (this is why a
+    # plain WriteToText wrote nothing on it).
+    _ = (
+        [d | f"Sink{i}.str" >> beam.Map(str) for i, d in enumerate(done)]
+        | "AllSinks" >> beam.Flatten()
+        | "SinksDone" >> beam.combiners.Count.Globally()
     )
 
 
@@ -534,13 +541,22 @@ def pipeline_options(cfg):
         if cfg.runner.direct_num_workers > 1:
             args.append("--direct_running_mode=multi_processing")
         return PipelineOptions(args)
-    raise ConfigError(f"runner.runner {cfg.runner.runner!r} is not supported yet; use 'direct'")
+    if cfg.runner.runner == "dask":
+        if not cfg.runner.dask_scheduler:
+            raise ConfigError("runner.dask_scheduler is not set (give --dask-scheduler, or let build start --dask-workers N)")
+        return PipelineOptions(
+            ["--runner=apache_beam.runners.dask.dask_runner.DaskRunner", f"--dask_client_address={cfg.runner.dask_scheduler}"]
+        )
+    raise ConfigError(f"runner.runner {cfg.runner.runner!r} is not supported; use 'direct' or 'dask'")
 
 
 def collect_metrics(result) -> dict[str, int]:
     """Our counters (summed over steps) and the LLM latency distribution from a finished pipeline."""
     out: dict[str, int] = {}
-    query = result.metrics().query()
+    try:
+        query = result.metrics().query()
+    except NotImplementedError:  # Beam 2.77's DaskRunner collects no metrics; counts come from the outputs
+        return out
     for c in query["counters"]:
         if c.key.metric.namespace == NS:
             out[c.key.metric.name] = out.get(c.key.metric.name, 0) + (c.committed or c.attempted or 0)
@@ -558,5 +574,10 @@ def run_pipeline(cfg, **graph_args) -> dict[str, int]:
     pipeline = beam.Pipeline(options=pipeline_options(cfg))
     build_pipeline(pipeline, cfg=cfg, **graph_args)
     result = pipeline.run()
-    result.wait_until_finish()
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)  # the DaskRunner opens a dask Client and never closes it
+        if client is not None:
+            client.close()
     return collect_metrics(result)

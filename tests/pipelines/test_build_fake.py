@@ -44,8 +44,8 @@ def test_every_output_reads_back_with_its_schema(built):
     annotations = read_table(out / "annotations", annotations_schema(concepts.num_rows))
     assert annotations.num_rows == built["n_items"] - 2
     assert sorted(p.name for p in out.iterdir()) == [
-        "annotations", "candidates.parquet", "concepts.parquet", "index", "labelstudio", "llm_calls.parquet", "manifest.json",
-        "rejects.parquet"]
+        "README.md", "annotations", "candidates.parquet", "concepts.parquet", "index", "labelstudio", "llm_calls.parquet",
+        "manifest.json", "rejects.parquet"]
     assert not list(out.parent.glob(".t.*"))  # no staging or old directories left beside it
 
 
