@@ -128,7 +128,7 @@ def llm_settings(cfg: BuildConfig) -> tuple[ClientSettings, bool]:
     )
 
 
-def run_build(cfg: BuildConfig, *, argv: list[str] | None = None) -> BuildSummary:
+def run_build(cfg: BuildConfig, *, argv: list[str] | None = None, cached_only: bool = False) -> BuildSummary:
     """Run a whole build; raises ``UserError`` (nothing written) or ``RunError`` (nothing committed)."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -149,6 +149,8 @@ def run_build(cfg: BuildConfig, *, argv: list[str] | None = None) -> BuildSummar
     if settings.cache_path and not settings.refresh_cache and Path(settings.cache_path).exists():
         probe = ChatClient(settings)
         need_llm = not LLMCache(settings.cache_path).has_all([probe.key_for(r.messages(), r.sample) for r in requests])
+    if need_llm and cached_only:
+        raise UserError("some LLM requests of this config are not in the cache; run `conceptkit build` instead")
     timings["preflight"] = time.perf_counter() - started
     run_id = f"{out.name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
 

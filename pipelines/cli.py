@@ -101,6 +101,40 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_select(args: argparse.Namespace) -> int:
+    """Re-select an existing run's concepts with other budgets or weights, from its manifest's config."""
+    import json
+    from pathlib import Path
+
+    from pipelines.build import RunError, UserError, format_summary, run_build
+    from pipelines.config import BuildConfig, ConfigError
+
+    manifest = Path(args.run) / "manifest.json"
+    try:
+        saved = json.loads(manifest.read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        print(f"conceptkit select: error: {manifest} is missing or not a conceptkit manifest", file=sys.stderr)
+        return 2
+    selection = {k: v for k, v in {"k_per_class": args.k_per_class, "global_budget": args.global_budget,
+                                   "alpha": args.alpha, "beta": args.beta, "optimizer": args.optimizer}.items()
+                 if v is not None}
+    saved["selection"] = {**saved.get("selection", {}), **selection}
+    saved["out"] = args.out or args.run
+    saved["llm"] = {**saved.get("llm", {}), "refresh_cache": False, "cache": True}
+    try:
+        cfg = BuildConfig.model_validate(saved)
+        # The LLM answers come from the cache: a request that is not cached is an error, not a new call.
+        summary = run_build(cfg, argv=sys.argv[1:], cached_only=True)
+    except (UserError, ConfigError, ValueError) as exc:
+        print(f"conceptkit select: error: {' '.join(str(exc).split())[:400]}", file=sys.stderr)
+        return 2
+    except RunError as exc:
+        print(f"conceptkit select: failed: {exc}", file=sys.stderr)
+        return 1
+    print(format_summary(summary).replace("conceptkit build:", "conceptkit select:", 1))
+    return 0
+
+
 def _cmd_llm_serve(args: argparse.Namespace) -> int:
     from pipelines.llm_server import EmbeddedModelError, is_healthy, serve
 
@@ -128,6 +162,20 @@ def make_parser() -> argparse.ArgumentParser:
     from pipelines.labelstudio_cli import register as register_ls
 
     register_ls(sub)
+    select = sub.add_parser(
+        "select",
+        help="re-run concept selection of an existing run with other budgets or weights (no new LLM calls)",
+        description="Rebuild RUN from its manifest's config with new selection parameters. Candidate concepts come "
+        "from the LLM cache; a request that is not cached is an error.",
+    )
+    select.add_argument("run", metavar="RUN", help="an existing run directory")
+    select.add_argument("--k-per-class", type=int, help="concepts per class")
+    select.add_argument("--global-budget", type=int, help="total concepts")
+    select.add_argument("--alpha", type=float, help="weight of discriminability")
+    select.add_argument("--beta", type=float, help="weight of coverage")
+    select.add_argument("--optimizer", choices=["naive", "lazy", "stochastic"])
+    select.add_argument("--out", metavar="DIR", help="write the new selection here instead of replacing RUN")
+    select.set_defaults(func=_cmd_select)
     llm = sub.add_parser("llm", help="the embedded local LLM").add_subparsers(dest="llm_command", required=True)
     serve = llm.add_parser("serve", help="serve the embedded model on 127.0.0.1 in the foreground")
     serve.add_argument("--port", type=int, default=8765)
@@ -142,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # apache_beam warns at import about optional GCP client libraries that a local build never uses.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda record: not record.getMessage().startswith("apitools not found"))
     if args.verbose < 2:
         for noisy in ("apache_beam", "httpx", "sentence_transformers", "openai"):
             logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)

@@ -130,3 +130,18 @@ def test_annotation_scores_agree_with_faiss_top_k(built):
         scores = np.array(r["scores"])
         assert r["top_concept_ids"] == list(np.argsort(-scores, kind="stable")[: len(r["top_concept_ids"])])
         assert np.allclose(r["top_scores"], scores[r["top_concept_ids"]], atol=1e-5)
+
+
+def test_select_reruns_selection_without_llm(built, tmp_path, capsys):
+    from pipelines.cli import main
+
+    rc = main(["select", str(built["out"]), "--k-per-class", "2", "--out", str(tmp_path / "k2")])
+    assert rc == 0, capsys.readouterr().err
+    concepts = read_table(tmp_path / "k2" / "concepts.parquet", CONCEPTS).to_pylist()
+    per_class = {}
+    for c in concepts:
+        per_class[c["picked_for"]] = per_class.get(c["picked_for"], 0) + 1
+    assert per_class and max(per_class.values()) <= 2
+    manifest = json.loads((tmp_path / "k2" / "manifest.json").read_text())
+    assert manifest["llm"]["calls"] == 0 and manifest["config"]["selection"]["k_per_class"] == 2
+    assert "conceptkit select: run" in capsys.readouterr().out
