@@ -18,7 +18,8 @@ A run without it takes its baseline from the build's input file when that file s
 Review tasks in ``labelstudio/tasks.json`` are replaced for the re-annotated items; ``manifest.json`` gets the new
 counts and a ``refreshes`` entry. All of it is written into a staged copy of the run (hard links, so untouched
 files cost nothing) that is swapped into place in one step (``StagedRun``); when nothing is new or changed,
-nothing is written.
+nothing is written. If another writer (a Label Studio pull) changes the run meanwhile, nothing is committed
+and ``RunChangedError`` says to retry.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ CONTRACT = ("candidates.parquet", "concepts.parquet", "annotations", "rejects.pa
 
 class RunCheckError(ValueError):
     """A run directory does not hold what the run directory contract promises; the message lists every problem."""
+
+
+class RunChangedError(RuntimeError):
+    """Something else wrote to the run directory while it was being refreshed (e.g. a Label Studio pull); retry."""
 
 
 @dataclass
@@ -173,6 +178,12 @@ def _link_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, copy_function=link, dirs_exist_ok=True)
 
 
+def _tree_state(directory: Path) -> dict[str, tuple[int, int]]:
+    """Relative path -> (inode, mtime) of every file: any write by rename or in place changes it."""
+    return {str(p.relative_to(directory)): (p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in directory.rglob("*") if p.is_file()}
+
+
 def _replace_text(path: Path, text: str) -> None:
     """Write a file by rename, so a hard link to the old content (the committed run) is left untouched."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -196,6 +207,7 @@ def refresh_run(
 
     started = time.perf_counter()
     run_dir = Path(run_dir)
+    state = _tree_state(run_dir)
     check_run(run_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     cfg = BuildConfig.model_validate(manifest["config"])
@@ -290,6 +302,9 @@ def refresh_run(
         _replace_text(run.path("manifest.json"), json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         if n_tasks != n_annotated:
             raise RuntimeError(f"refresh accounting failed: {n_tasks} review tasks for {n_annotated} items")
+        # Checked as late as possible; a writer in the moment between check and swap still loses its write.
+        if _tree_state(run_dir) != state:
+            raise RunChangedError(f"{run_dir} changed while it was being refreshed; nothing was committed, retry")
         run.commit()
     logger.info("%s: refreshed from %s: %d new, %d changed, %d unchanged, %d rejected", run_dir, items_path,
                 counts["new"], counts["changed"], counts["unchanged"], counts["rejected"])

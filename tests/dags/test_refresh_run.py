@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from annotators.embedding import TextEmbedder
-from pipelines.refresh import check_run, refresh_run
+from pipelines.refresh import RunChangedError, check_run, refresh_run
 
 class CountingEmbedder(TextEmbedder):
     """The run's model, recording every text it embeds."""
@@ -75,3 +75,16 @@ def test_nothing_new_writes_nothing(run_copy, embedder):
     assert not summary.changed and summary.counts["unchanged"] == 300
     assert embedder.texts == []
     assert {p: p.stat().st_ino for p in run_copy.rglob("*")} == before
+
+
+def test_a_concurrent_write_aborts_the_refresh(run_copy, shared, new_items, tmp_path):
+    class PullingMeanwhile(CountingEmbedder):
+        def encode(self, texts):  # a Label Studio pull writes into the run while the refresh works
+            (run_copy / "review.json").write_text("{}")
+            return super().encode(texts)
+
+    items = shared.write_csv(tmp_path / "items.csv", shared.demo_rows() + new_items)
+    with pytest.raises(RunChangedError):
+        refresh_run(run_copy, items, embedder=PullingMeanwhile())
+    assert len(annotated_ids(run_copy)) == 300 and (run_copy / "review.json").read_text() == "{}"
+    assert not [p for p in run_copy.parent.iterdir() if p.name.startswith(".")]  # the staged copy is gone
