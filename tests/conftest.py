@@ -79,3 +79,7 @@ def fake_overrides(fake: FakeLLM, tmp_path: Path, items_path: Path, **extra: Any
         else:
             overrides[key] = value
     return overrides
+
+
+# The real Label Studio server fixtures, shared by tests/annotators and tests/dags (label_studio_sync).
+from labelstudio_fixtures import ls, ls_server, tiny_run  # noqa: E402,F401

@@ -1,6 +1,6 @@
 """label_studio_sync under ``dag.test()``: skips cleanly without Label Studio; against a real one, pulls only changes.
 
-The real server is the ``ls`` fixture of the human-in-the-loop tests (tests/annotators/conftest.py); the test skips,
+The real server is the ``ls`` fixture of the human-in-the-loop tests (tests/labelstudio_fixtures.py); the test skips,
 saying so, when that fixture is not visible from here or the Label Studio functions are not installed.
 """
 
@@ -35,7 +35,7 @@ def test_push_then_sync_pulls_only_changes(request, run_dag, run_copy, shared, n
     try:
         ls = request.getfixturevalue("ls")
     except pytest.FixtureLookupError:
-        pytest.skip("the real Label Studio fixture `ls` (tests/annotators/conftest.py) is not visible from "
+        pytest.skip("the real Label Studio fixture `ls` (tests/labelstudio_fixtures.py) is not visible from "
                     "tests/dags; move ls_server/ls to tests/conftest.py to run this test")
     import httpx
 
