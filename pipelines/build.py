@@ -143,6 +143,7 @@ def run_build(cfg: BuildConfig, *, argv: list[str] | None = None, cached_only: b
     requests = build_requests(
         loaded.classes, family=cfg.generation.family, domain=cfg.generation.domain,
         n=cfg.generation.concepts_per_prompt, samples=cfg.llm.samples, extra_templates=custom,
+        few_shot=[(ex.class_name, ex.concepts) for ex in cfg.generation.few_shot],
     )
     settings, embedded = llm_settings(cfg)
     need_llm = True

@@ -72,10 +72,17 @@ class PromptTemplate(_Frozen):
         return value
 
 
+class FewShotExample(_Frozen):
+    class_name: str = Field(alias="class")
+    concepts: tuple[str, ...] = Field(min_length=1)
+
+
 class GenerationConfig(_Frozen):
     family: Literal["text", "labo", "lfcbm", "custom"] = "text"
     domain: str = "short texts"
     concepts_per_prompt: int = Field(10, ge=1, le=50)
+    # Worked examples shown to the model before each question, as earlier user/assistant turns.
+    few_shot: tuple[FewShotExample, ...] = ()
     templates: tuple[PromptTemplate, ...] = ()  # used when family == "custom", added to the family otherwise
 
     @model_validator(mode="after")

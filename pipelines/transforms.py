@@ -102,7 +102,7 @@ class GenerateCandidates(beam.DoFn):
         self.client = ChatClient(self.settings)
 
     def process(self, chunk: list[dict]):
-        requests = [ConceptRequest(**r) for r in chunk]
+        requests = [ConceptRequest(**{**r, "few_shot": tuple((c, tuple(x)) for c, x in r["few_shot"])}) for r in chunk]
         jobs = [(r.messages(), concepts_schema(r.n), r.sample) for r in requests]
         with timed("generate"):
             results = self.client.run_many(jobs)

@@ -53,3 +53,22 @@ def test_flags_override_yaml(tmp_path):
 def test_custom_template_checked_at_load():
     with pytest.raises(ConfigError, match="unknown placeholder"):
         load_config(None, {"generation": {"family": "custom", "templates": [{"id": "x", "template": "{klass}"}]}})
+
+
+def test_few_shot_examples_become_earlier_turns():
+    cfg = load_config(None, {"generation": {"family": "text", "few_shot": [
+        {"class": "finance", "concepts": ["quarterly earnings", "stock price"]},
+        {"class": "cat", "concepts": ["whiskers"]}]}})
+    reqs = build_requests(["cat", "dog"], family="text", domain="d", n=3,
+                          few_shot=[(e.class_name, e.concepts) for e in cfg.generation.few_shot])
+    dog = next(r for r in reqs if r.class_name == "dog").messages()
+    assert [m["role"] for m in dog] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert dog[2]["content"] == '{"concepts": ["quarterly earnings", "stock price"]}'
+    assert '"finance"' in dog[1]["content"] and '"dog"' in dog[-1]["content"]
+    cat = next(r for r in reqs if r.class_name == "cat").messages()
+    assert len(cat) == 4  # a class is never its own example
+
+
+def test_few_shot_needs_concepts():
+    with pytest.raises(ConfigError, match="few_shot.0.concepts"):
+        load_config(None, {"generation": {"few_shot": [{"class": "x", "concepts": []}]}})
