@@ -679,39 +679,59 @@ def _blocked_gram(x: np.ndarray) -> np.ndarray:
 
 
 def knn_graph(
-    embeddings: np.ndarray, n_neighbors: int, *, exact_below: int = 50_000, nprobe: int = 8, seed: int = 0
+    embeddings: np.ndarray,
+    n_neighbors: int,
+    *,
+    exact_below: int = 50_000,
+    nprobe: int = 8,
+    search_dim: int | None = 64,
+    seed: int = 0,
 ) -> sp.csr_matrix:
     """(n, n) CSR: row i holds the cosine similarity to its ``n_neighbors`` nearest rows (itself included).
 
-    Exact search (faiss IndexFlatIP) below ``exact_below`` rows; above it an IVF index with
-    nlist = sqrt(nprobe * n) lists trained on a seeded sample, searched with ``nprobe`` lists,
-    which is approximate. Non-positive similarities are dropped (clipped to 0).
+    Below ``exact_below`` rows: exact search (faiss IndexFlatIP). Above: approximate search with an
+    IVF index (nlist = sqrt(nprobe * n) lists, trained on a seeded sample, ``nprobe`` lists searched)
+    over a PCA projection to ``search_dim`` dimensions (None: full dimension); the neighbours are
+    approximate but their similarities are then recomputed exactly in the original space.
+    Non-positive similarities are dropped (clipped to 0).
     """
     import faiss
 
     x = normalize_rows(_as_matrix("embeddings", embeddings))
     n, d = x.shape
     n_neighbors = _check_k("n_neighbors", n_neighbors, n)
+    rng = np.random.default_rng(seed)
+    searched = x
     if n < exact_below:
         index = faiss.IndexFlatIP(d)
     else:
         nlist = int(math.sqrt(nprobe * n))
-        quantizer = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        rng = np.random.default_rng(seed)
-        train = x[np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))]
-        index.train(train)
+        train_rows = np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))
+        if search_dim is not None and search_dim < d:
+            pca = faiss.PCAMatrix(d, search_dim)
+            pca.train(x[train_rows])
+            searched = np.empty((n, search_dim), dtype=np.float32)
+            for s in range(0, n, 262_144):
+                searched[s : s + 262_144] = pca.apply(x[s : s + 262_144])
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(searched.shape[1]), searched.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(searched[train_rows])
         index.nprobe = nprobe
-    index.add(x)
+    index.add(searched)
     sims = np.empty((n, n_neighbors), dtype=np.float32)
     ids = np.empty((n, n_neighbors), dtype=np.int64)
     step = 65_536
     for s in range(0, n, step):
-        sims[s : s + step], ids[s : s + step] = index.search(x[s : s + step], n_neighbors)
+        sims[s : s + step], ids[s : s + step] = index.search(searched[s : s + step], n_neighbors)
+    del index
+    if searched is not x:
+        for s in range(0, n, 8192):  # exact cosine for the approximate neighbours
+            found = np.maximum(ids[s : s + 8192], 0)
+            sims[s : s + 8192] = np.einsum("id,ikd->ik", x[s : s + 8192], x[found])
     keep = (ids >= 0) & (sims > 0)
     rows = np.repeat(np.arange(n), n_neighbors)[keep.ravel()]
     graph = sp.csr_matrix((sims[keep], (rows, ids[keep])), shape=(n, n), dtype=np.float32)
     graph.sum_duplicates()
+    logger.info("kNN graph: %d rows, %d neighbours, %d entries", n, n_neighbors, graph.nnz)
     return graph
 
 

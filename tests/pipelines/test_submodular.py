@@ -219,6 +219,17 @@ def test_knn_facility_location_close_to_dense() -> None:
     assert dense_value_of_sparse.value(state) >= 0.97 * dense.objective
 
 
+def test_knn_graph_approximate_path_has_exact_similarities() -> None:
+    x = _unit(3000, 16, seed=4)
+    graph = sm.knn_graph(x, 10, exact_below=0, search_dim=8)
+    rows, cols = graph.nonzero()
+    np.testing.assert_allclose(graph.data, np.einsum("id,id->i", x[rows], x[cols]), rtol=1e-5, atol=1e-6)
+    exact = sm.knn_graph(x, 10)
+    ivf = sm.knn_graph(x, 10, exact_below=0, search_dim=None)
+    overlap = np.mean([len(set(ivf[i].indices) & set(exact[i].indices)) / 10 for i in range(0, 3000, 30)])
+    assert overlap > 0.5  # random vectors are the hard case for IVF; real embeddings do better
+
+
 def test_negative_similarities_clip_and_shift() -> None:
     similarity = -np.ones((4, 4)) + 2 * np.eye(4)
     clipped = sm.facility_location_greedy(similarity, 2)
