@@ -66,6 +66,22 @@ class TextEmbedder:
         dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(dim())
 
+    @property
+    def model_id(self) -> str:
+        """What identifies the vectors this embedder makes (the cache key's model part)."""
+        return f"{self.model_name}|normalized"
+
+    def encode_cached(self, texts: Sequence[str], cache_dir: str | os.PathLike[str] | None) -> tuple[np.ndarray, int]:
+        """(vectors, how many were computed): through the embedding cache in ``cache_dir`` when given."""
+        if cache_dir is None:
+            return self.encode(texts), len(texts)
+        from annotators.embedding_cache import EmbeddingCache
+
+        if getattr(self, "_cache", None) is None or self._cache_dir != str(cache_dir):
+            self._cache = EmbeddingCache(cache_dir, self.model_id, self.dimension)
+            self._cache_dir = str(cache_dir)
+        return self._cache.embed(list(texts), lambda missing: self.encode(missing))
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)

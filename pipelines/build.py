@@ -248,6 +248,9 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
         "concepts_selected": concepts.num_rows,
         "rejects": rejects.num_rows,
     }
+    if "items_embedded" in metrics or "items_embedding_cached" in metrics:  # runner metrics (not on Dask)
+        counts["items_embedded"] = metrics.get("items_embedded", 0)
+        counts["items_embedding_cached"] = metrics.get("items_embedding_cached", 0)
     # Counted from the written outputs, not runner metrics, so every runner reports the same numbers.
     answered = [c for c in calls if c["error"] != "budget_exceeded"]
     llm = {

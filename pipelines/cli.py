@@ -52,6 +52,8 @@ BUILD_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--domain", "generation.domain", dict(help="what the data is, e.g. 'news articles' (fills {domain})")),
     ("--concepts-per-prompt", "generation.concepts_per_prompt", dict(type=int, metavar="N", help="concepts asked for per prompt (default 10)")),
     ("--embedding-model", "embedding.model", dict(metavar="NAME", help="sentence-transformers model name or path (default packaged:all-MiniLM-L6-v2)")),
+    ("--embedding-device", "embedding.device", dict(metavar="DEV", help="torch device for embeddings: cpu (default), cuda, mps")),
+    ("--embedding-threads", "embedding.threads", dict(type=int, metavar="N", help="torch threads per worker process (default 1: more collapse under contention)")),
     ("--k-per-class", "selection.k_per_class", dict(type=int, metavar="K", help="concepts selected per class (default 8)")),
     ("--alpha", "selection.alpha", dict(type=float, help="weight of discriminability (default 1.0)")),
     ("--beta", "selection.beta", dict(type=float, help="weight of coverage (default 1.0)")),
@@ -75,6 +77,7 @@ def _add_build(sub) -> None:
     for flag, key, kwargs in BUILD_FLAGS:
         p.add_argument(flag, dest=key, default=None, **kwargs)
     p.add_argument("--no-cache", dest="llm.cache", action="store_const", const=False, default=None, help="neither read nor write the LLM cache")
+    p.add_argument("--no-embedding-cache", dest="embedding.cache", action="store_const", const=False, default=None, help="do not cache embeddings by (model, content hash)")
     p.add_argument("--refresh-cache", dest="llm.refresh_cache", action="store_const", const=True, default=None, help="call the LLM again and overwrite cached answers")
     p.set_defaults(func=_cmd_build)
 

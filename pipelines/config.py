@@ -107,6 +107,7 @@ class EmbeddingConfig(_Frozen):
     batch_size: int = Field(128, ge=1)
     threads: int = Field(1, ge=1)
     device: str = "cpu"
+    cache: bool = True  # embeddings cached by (model, content hash) under <cache_dir>/embeddings
 
 
 class SelectionConfig(_Frozen):

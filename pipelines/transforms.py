@@ -154,8 +154,9 @@ class GenerateCandidates(beam.DoFn):
 class EmbedItems(beam.DoFn):
     """A list of item rows -> one batch dict with ids, labels, texts and unit-norm embeddings."""
 
-    def __init__(self, cfg: EmbeddingConfig) -> None:
+    def __init__(self, cfg: EmbeddingConfig, cache_dir: str | None) -> None:
         self.cfg = cfg
+        self.cache_dir = cache_dir
         self.embedder = None
 
     def setup(self) -> None:
@@ -168,8 +169,9 @@ class EmbedItems(beam.DoFn):
 
     def process(self, rows: list[dict]):
         with timed("embed_items"):
-            emb = self.embedder.encode([r["text"] for r in rows])
-        counter("items_embedded").inc(len(rows))
+            emb, computed = self.embedder.encode_cached([r["text"] for r in rows], self.cache_dir)
+        counter("items_embedded").inc(computed)
+        counter("items_embedding_cached").inc(len(rows) - computed)
         yield {
             "item_id": [r["item_id"] for r in rows],
             "label": [r["label"] for r in rows],
@@ -202,9 +204,11 @@ def add_sums(values) -> tuple[np.ndarray, int] | None:
 class FilterCandidates(beam.DoFn):
     """All candidate rows -> {candidates: [Candidate], accepted: [...], embeddings} after both filter passes."""
 
-    def __init__(self, filters: FilterConfig, embedding: EmbeddingConfig, classes: Sequence[str]) -> None:
+    def __init__(self, filters: FilterConfig, embedding: EmbeddingConfig, classes: Sequence[str],
+                 cache_dir: str | None) -> None:
         self.filters = filters
         self.embedding = embedding
+        self.cache_dir = cache_dir
         self.classes = list(classes)
         self.embedder = None
 
@@ -225,8 +229,8 @@ class FilterCandidates(beam.DoFn):
             candidates.sort(key=lambda c: (self.classes.index(c.classes[0]), c.prompt_id, c.sample, c.position))
             filter_text(candidates, self.filters)
             accepted = [c for c in candidates if c.status == "accepted"]
-            emb = self.embedder.encode([c.concept for c in accepted])
-            names = self.embedder.encode(self.classes)
+            emb, _ = self.embedder.encode_cached([c.concept for c in accepted], self.cache_dir)
+            names, _ = self.embedder.encode_cached(self.classes, self.cache_dir)
             filter_embedded(candidates, emb, dict(zip(self.classes, names)), self.filters)
             keep = [i for i, c in enumerate(accepted) if c.status == "accepted"]
         counter("candidates_accepted").inc(len(keep))
@@ -451,6 +455,7 @@ def build_pipeline(
     from schemas.rejects import REJECTS
 
     p = pipeline
+    embedding_cache = str(cfg.cache_path() / "embeddings") if cfg.embedding.cache else None
     items = (
         p
         | "RowGroups" >> beam.Create(list(range(n_row_groups)))
@@ -475,9 +480,9 @@ def build_pipeline(
     filtered = (
         generated.candidates
         | "AllCandidates" >> beam.combiners.ToList()
-        | "FilterCandidates" >> beam.ParDo(FilterCandidates(cfg.filters, cfg.embedding, classes))
+        | "FilterCandidates" >> beam.ParDo(FilterCandidates(cfg.filters, cfg.embedding, classes, embedding_cache))
     )
-    embedded = items.valid | "EmbedItems" >> beam.ParDo(EmbedItems(cfg.embedding))
+    embedded = items.valid | "EmbedItems" >> beam.ParDo(EmbedItems(cfg.embedding, embedding_cache))
     sums = (
         embedded
         | "ClassSums" >> beam.FlatMap(class_sums)

@@ -145,3 +145,14 @@ def test_select_reruns_selection_without_llm(built, tmp_path, capsys):
     manifest = json.loads((tmp_path / "k2" / "manifest.json").read_text())
     assert manifest["llm"]["calls"] == 0 and manifest["config"]["selection"]["k_per_class"] == 2
     assert "conceptkit select: run" in capsys.readouterr().out
+
+
+def test_grown_dataset_embeds_only_new_items(tmp_path):
+    rows = demo_rows(per_class=4, classes=["cooking", "music"])
+    extra = demo_rows(per_class=6, classes=["cooking", "music"])
+    new = [r for r in extra if r not in rows]
+    with FakeLLM(DEMO_ANSWERS) as fake:
+        first = run_build(load_config(None, fake_overrides(fake, tmp_path, write_csv(tmp_path / "a.csv", rows))))
+        grown = run_build(load_config(None, fake_overrides(fake, tmp_path, write_csv(tmp_path / "b.csv", rows + new))))
+    assert first.counts["items_embedded"] == len(rows) and first.counts["items_embedding_cached"] == 0
+    assert grown.counts["items_embedded"] == len(new) and grown.counts["items_embedding_cached"] == len(rows)
