@@ -120,6 +120,15 @@ class SelectionConfig(_Frozen):
     seed: int = 0
 
 
+class IndexConfig(_Frozen):
+    kind: Literal["auto", "flat", "hnsw", "ivf"] = "auto"  # auto: exact below auto_threshold concepts, else HNSW
+    auto_threshold: int = Field(50_000, ge=1)
+    hnsw_m: int = Field(32, ge=4)
+    hnsw_ef_search: int = Field(128, ge=1)
+    ivf_nlist: int | None = Field(None, ge=1)
+    ivf_nprobe: int = Field(16, ge=1)
+
+
 class AnnotationConfig(_Frozen):
     top_k: int = Field(5, ge=1)
     batch_size: int = Field(256, ge=1)
@@ -146,6 +155,7 @@ class BuildConfig(_Frozen):
     filters: FilterConfig = FilterConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
     selection: SelectionConfig = SelectionConfig()
+    index: IndexConfig = IndexConfig()
     annotation: AnnotationConfig = AnnotationConfig()
     runner: RunnerConfig = RunnerConfig()
 

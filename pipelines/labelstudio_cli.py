@@ -146,9 +146,12 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _refit_thresholds(run: RunData) -> dict[int, float]:
+    """Each concept's threshold: re-fitted from human labels where a pull produced one, else the build's calibrated one."""
     review = _read_json(run.path / "review.json").get("review", {})
     ids = {c: i for i, c in enumerate(run.concept_names)}
-    return {ids[c]: t["threshold"] for c, t in review.get("thresholds", {}).items() if c in ids}
+    thresholds = {c["concept_id"]: c["threshold"] for c in run.concepts if c.get("threshold") is not None}
+    thresholds.update({ids[c]: t["threshold"] for c, t in review.get("thresholds", {}).items() if c in ids})
+    return thresholds
 
 
 # ---------------------------------------------------------------- push

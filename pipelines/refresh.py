@@ -265,8 +265,12 @@ def refresh_run(
         concept_emb = np.asarray(concepts.column("embedding").to_pylist(), dtype=np.float32)
         index = ConceptIndex.load(run_dir / "index")
         top_ids, top_scores, scores = annotate(embeddings, concept_emb, top_k=cfg.annotation.top_k, index=index)
+        # The run's calibrated thresholds stay fixed: refreshed items are labelled like the rest.
+        thresholds = np.asarray(concepts.column("threshold").to_pylist(), dtype=np.float32)
+        present = scores >= thresholds[None, :]
         rows = [{"item_id": r["item_id"], "label": r["label"], "top_concept_ids": top_ids[i].tolist(),
-                 "top_scores": top_scores[i].tolist(), "scores": scores[i]} for i, r in enumerate(todo)]
+                 "top_scores": top_scores[i].tolist(), "concept_ids": np.flatnonzero(present[i]).tolist(),
+                 "scores": scores[i]} for i, r in enumerate(todo)]
     timings["annotate"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -329,14 +333,14 @@ def _rewrite_shards(directory: Path, shards: dict[str, list[str]], drop: set[str
 def _rewrite_tasks(path: Path, todo: list[dict], rows: list[dict], drop: set[str], concepts: list[str],
                    run_id: str) -> int:
     """Replace the review tasks of the re-annotated or newly rejected items; returns the task count."""
-    from pipelines.review import item_task, pretick_floor, write_tasks
+    from pipelines.review import item_task, write_tasks
     from schemas.labelstudio import Task
 
     tasks = [Task.model_validate(t) for t in json.loads(path.read_text()) if t["data"]["item_id"] not in drop]
-    floors = pretick_floor(np.stack([row["scores"] for row in rows])) if rows else []
-    for item, row, floor in zip(todo, rows, floors):
+    for item, row in zip(todo, rows):
+        present = set(row["concept_ids"])
         tasks.append(item_task(item_id=item["item_id"], text=item["text"], label=item["label"],
                                top_ids=row["top_concept_ids"], top_scores=row["top_scores"], concepts=concepts,
-                               run_id=run_id, min_score=float(floor)))
+                               run_id=run_id, ticked=[c for c in row["top_concept_ids"] if c in present]))
     tasks.sort(key=lambda task: task.data.item_id)
     return write_tasks(path, tasks)

@@ -157,15 +157,22 @@ def item_task(
     top_scores: Sequence[float],
     concepts: Sequence[str],
     run_id: str,
-    min_score: float,
+    min_score: float | None = None,
+    ticked: Sequence[int] | None = None,
     dynamic: bool = False,
 ) -> Task:
-    """One task: the item and a prediction ticking its top concepts whose score reaches ``min_score``.
+    """One task: the item and a prediction ticking ``ticked`` (concept ids), or else its top concepts whose
+    score reaches ``min_score``.
 
     ``dynamic=True`` adds what a push needs: the checklist (the item's top concepts) and the task key and
     fingerprint.
     """
-    ticked = [concepts[i] for i, s in zip(top_ids, top_scores) if s >= min_score]
+    if ticked is not None:
+        ticked = [concepts[i] for i in ticked]
+    elif min_score is not None:
+        ticked = [concepts[i] for i, s in zip(top_ids, top_scores) if s >= min_score]
+    else:
+        raise ValueError("item_task needs ticked or min_score")
     scores = {concepts[i]: round(float(s), 4) for i, s in zip(top_ids, top_scores)}
     prediction = _choices_prediction(run_id, max(top_scores) if len(top_scores) else 0.0, FROM_NAME, ticked)
     extra: dict[str, Any] = {}

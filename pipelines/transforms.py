@@ -180,6 +180,34 @@ class EmbedItems(beam.DoFn):
         }
 
 
+class ScoreHistograms(beam.DoFn):
+    """An embedded item batch + the concept set -> (concepts x bins) histogram of the batch's scores."""
+
+    def process(self, batch: dict, selection: dict):
+        from pipelines.thresholds import score_histograms
+
+        concepts = selection["concepts"]
+        if not concepts:
+            return
+        emb = np.array([c["embedding"] for c in concepts], dtype=np.float32)
+        with timed("annotate"):
+            yield score_histograms(np.asarray(batch["embedding"], dtype=np.float32) @ emb.T)
+
+
+def calibrate(histograms: list[np.ndarray], n_concepts: int) -> np.ndarray:
+    """Summed histograms -> per-concept thresholds (Otsu; see pipelines/thresholds.py)."""
+    from pipelines.thresholds import BINS, otsu_thresholds
+
+    total = np.zeros((n_concepts, BINS), dtype=np.int64)
+    for h in histograms:
+        total += h
+    return otsu_thresholds(total)
+
+
+def with_thresholds(selection: dict, thresholds: np.ndarray) -> list[dict]:
+    return [dict(c, threshold=float(thresholds[c["concept_id"]])) for c in selection["concepts"]]
+
+
 def class_sums(batch: dict):
     """(label, (sum of embeddings, count)) for each label in a batch; unlabelled items contribute nothing."""
     sums: dict[str, list] = {}
@@ -276,9 +304,10 @@ class SelectConcepts(beam.DoFn):
 
 
 class WriteIndex(beam.DoFn):
-    def __init__(self, directory: str, model: str) -> None:
+    def __init__(self, directory: str, model: str, cfg) -> None:
         self.directory = directory
         self.model = model
+        self.cfg = cfg  # IndexConfig
 
     def process(self, selection: dict):
         from annotators.index import ConceptIndex
@@ -292,6 +321,7 @@ class WriteIndex(beam.DoFn):
                 np.array([c["concept_id"] for c in concepts]),
                 model=self.model,
                 concepts=[c["concept"] for c in concepts],
+                **self.cfg.model_dump(),
             )
             index.save(self.directory)
         yield index.description["count"]
@@ -300,9 +330,10 @@ class WriteIndex(beam.DoFn):
 class AnnotateBatch(beam.DoFn):
     """An embedded item batch + the concept set -> ("shards", its annotation rows) and ("tasks", a task per item)."""
 
-    def __init__(self, cfg: AnnotationConfig, run_id: str) -> None:
+    def __init__(self, cfg: AnnotationConfig, run_id: str, index_cfg=None) -> None:
         self.cfg = cfg
         self.run_id = run_id
+        self.index_cfg = index_cfg
         self._index_key = None
         self._index = None
 
@@ -314,14 +345,15 @@ class AnnotateBatch(beam.DoFn):
             concepts = selection["concepts"]
             emb = np.array([c["embedding"] for c in concepts], dtype=np.float32)
             self._index = (
-                ConceptIndex.build(emb, np.arange(len(concepts)), model="", concepts=[]),
+                ConceptIndex.build(emb, np.arange(len(concepts)), model="", concepts=[],
+                                   **(self.index_cfg.model_dump() if self.index_cfg else {})),
                 emb,
                 [c["concept"] for c in concepts],
             )
             self._index_key = key
         return self._index
 
-    def process(self, batch: dict, selection: dict):
+    def process(self, batch: dict, selection: dict, thresholds: np.ndarray):
         from annotators.embedding import annotate
         from pipelines.review import item_task
 
@@ -330,8 +362,7 @@ class AnnotateBatch(beam.DoFn):
         with timed("annotate"):
             index, emb, names = self._index_for(selection)
             top_ids, top_scores, scores = annotate(batch["embedding"], emb, top_k=self.cfg.top_k, index=index)
-            # Pre-tick a concept for review when it scores above the item's own median concept score by a margin.
-            floor = np.median(scores, axis=1) + 0.1
+            present = scores >= thresholds[None, :]
             shard = []
             for i, item_id in enumerate(batch["item_id"]):
                 shard.append({
@@ -339,11 +370,14 @@ class AnnotateBatch(beam.DoFn):
                     "label": batch["label"][i],
                     "top_concept_ids": top_ids[i].tolist(),
                     "top_scores": top_scores[i].tolist(),
+                    "concept_ids": np.flatnonzero(present[i]).astype(np.int32).tolist(),
                     "scores": scores[i],
                 })
+                # Pre-ticked for review: the item's top concepts that reach their concept's threshold.
                 task = item_task(
                     item_id=item_id, text=batch["text"][i], label=batch["label"][i], top_ids=top_ids[i].tolist(),
-                    top_scores=top_scores[i].tolist(), concepts=names, run_id=self.run_id, min_score=float(floor[i]),
+                    top_scores=top_scores[i].tolist(), concepts=names, run_id=self.run_id,
+                    ticked=[int(c) for c in top_ids[i] if present[i, c]],
                 )
                 yield "tasks", task.model_dump(mode="json")
         yield "shards", shard
@@ -489,22 +523,29 @@ def build_pipeline(
         | "SumPerClass" >> beam.CombinePerKey(add_sums)
     )
     selection = filtered | "SelectConcepts" >> beam.ParDo(SelectConcepts(cfg.selection, classes), sums=beam.pvalue.AsDict(sums))
-    done.append(selection | "WriteIndex" >> beam.ParDo(WriteIndex(str(run_dir / "index"), cfg.embedding.model)))
+    done.append(selection | "WriteIndex" >> beam.ParDo(WriteIndex(str(run_dir / "index"), cfg.embedding.model, cfg.index)))
     done.append(
         selection
         | "CandidateRows" >> beam.Map(lambda s: s["candidates"])
         | "WriteCandidates" >> beam.ParDo(WriteTable(str(run_dir / "candidates.parquet"), CANDIDATES))
     )
+    n_concepts = selection | "CountConcepts" >> beam.Map(lambda s: max(len(s["concepts"]), 1))
+    thresholds = (
+        embedded
+        | "ScoreHistograms" >> beam.ParDo(ScoreHistograms(), selection=beam.pvalue.AsSingleton(selection))
+        | "AllHistograms" >> beam.combiners.ToList()
+        | "Calibrate" >> beam.Map(calibrate, n_concepts=beam.pvalue.AsSingleton(n_concepts))
+    )
     done.append(
         selection
-        | "ConceptRows" >> beam.Map(lambda s: s["concepts"])
+        | "ConceptRows" >> beam.Map(with_thresholds, thresholds=beam.pvalue.AsSingleton(thresholds))
         | "WriteConcepts" >> beam.ParDo(WriteTable(str(run_dir / "concepts.parquet"), CONCEPTS))
     )
     annotated = embedded | "Annotate" >> beam.ParDo(
-        AnnotateBatch(cfg.annotation, run_id), selection=beam.pvalue.AsSingleton(selection)
+        AnnotateBatch(cfg.annotation, run_id, cfg.index), selection=beam.pvalue.AsSingleton(selection),
+        thresholds=beam.pvalue.AsSingleton(thresholds),
     )
     annotated = split(annotated, "Annotated", ("shards", "tasks"))
-    n_concepts = selection | "CountConcepts" >> beam.Map(lambda s: max(len(s["concepts"]), 1))
     shard_dir = str(run_dir / "annotations")
     done.append(
         annotated.shards

@@ -2,7 +2,8 @@
 
 ``scores`` is the full cosine-similarity vector over the run's concepts, indexed by ``concept_id``; its length is
 fixed per run (``annotations_schema(n_concepts)``). ``top_concept_ids``/``top_scores`` are the best ``k`` of it in
-descending order.
+descending order. ``concept_ids`` are the concepts whose score reaches the concept's threshold (the binary
+labels, stored sparsely).
 """
 
 import pyarrow as pa
@@ -24,6 +25,7 @@ def annotations_schema(n_concepts: int) -> pa.Schema:
             pa.field("label", pa.string()),
             pa.field("top_concept_ids", pa.list_(pa.int32()), nullable=False),
             pa.field("top_scores", pa.list_(pa.float32()), nullable=False),
+            pa.field("concept_ids", pa.list_(pa.int32()), nullable=False),
             pa.field("scores", pa.list_(pa.float32(), n_concepts), nullable=False),
         ],
     )

@@ -119,7 +119,7 @@ def write_run(out: Path, *, run_id: str, n_per_class: int = 4, seed: int = 0,
         cls = next(k for k, v in CLASSES.items() if name in v)
         concept_rows.append({"concept_id": cid, "concept": name, "classes": [cls], "picked_for": cls, "rank": cid % 3,
                              "gain": 1.0 - 0.1 * cid, "discriminability": 0.5, "coverage_gain": 0.5,
-                             "candidate_id": f"c{cid}", "embedding": [0.0, 1.0]})
+                             "candidate_id": f"c{cid}", "threshold": 0.3, "embedding": [0.0, 1.0]})
     items = []
     for cls in CLASSES:
         for j in range(n_per_class):
@@ -143,7 +143,8 @@ def write_run(out: Path, *, run_id: str, n_per_class: int = 4, seed: int = 0,
         sc = [float(scores[i, c]) for c in ids]
         tasks.append(item_task(item_id=item_id, text=text, label=cls, top_ids=ids, top_scores=sc, concepts=names,
                                run_id=run_id, min_score=float(floors[i])))
-        rows.append({"item_id": item_id, "label": cls, "top_concept_ids": ids, "top_scores": sc, "scores": scores[i]})
+        rows.append({"item_id": item_id, "label": cls, "top_concept_ids": ids, "top_scores": sc,
+                     "concept_ids": [c for c in range(len(names)) if scores[i, c] >= 0.3], "scores": scores[i]})
     out.mkdir(parents=True, exist_ok=True)
     write_table(out / "concepts.parquet", concept_rows, CONCEPTS)
     write_table(out / "annotations" / "part-0.parquet", rows, annotations_schema(len(names)))

@@ -49,10 +49,17 @@ def test_reviewer_sees_predicted_concepts_pre_ticked(ls, tiny_run, chromium, tmp
     page.wait_for_url(lambda url: "/login" not in url)
     page.goto(f"{ls.url}/projects/{project_id}/data?task={task['id']}")
     # The checklist: one antd checkbox per candidate concept, named after it (its label also shows a hotkey).
+    page.get_by_text("Which concepts does this item show?").wait_for()
     boxes = page.locator("input.ant-checkbox-input")
     boxes.nth(len(options) - 1).wait_for(state="attached")
-    shown = {box.get_attribute("name"): box.is_checked() for box in boxes.all()}
-    page.get_by_text("Which concepts does this item show?").wait_for()
+    # The editor may re-render the checklist once more after it first appears (seen under CPU load): poll until
+    # the rendered checklist is stable instead of reading it once.
+    shown: dict = {}
+    for _ in range(60):
+        shown = {box.get_attribute("name"): box.is_checked() for box in boxes.all()}
+        if set(shown) == set(options):
+            break
+        page.wait_for_timeout(500)
     shot = tmp_path / "review.png"
     page.screenshot(path=str(shot))
     page.close()
