@@ -82,6 +82,14 @@ class TextEmbedder:
             self._cache_dir = str(cache_dir)
         return self._cache.embed(list(texts), lambda missing: self.encode(missing))
 
+    def encode_images(self, images: Sequence) -> np.ndarray:
+        """Unit-norm vectors of PIL images (the model must be CLIP-type: it embeds text and images alike)."""
+        if len(images) == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.load().encode(list(images), batch_size=self.batch_size, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=False)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
@@ -93,6 +101,21 @@ class TextEmbedder:
             show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def load_image(path: str):
+    """(PIL RGB image, content key) for an image file; raises OSError or ValueError when it cannot be read."""
+    import hashlib
+
+    from PIL import Image
+
+    data = Path(path).read_bytes()
+    import io
+
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        rgb = img.convert("RGB")
+    return rgb, "image-sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def annotate(

@@ -35,6 +35,14 @@ class EmbeddingCache:
         conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('model', ?), ('dimension', ?)", (model_id, str(dimension)))
 
+    # Connections are per thread and per process: a pickled cache (a runner shipping a set-up DoFn) reconnects.
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_local"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:

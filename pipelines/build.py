@@ -189,7 +189,7 @@ def run_build(cfg: BuildConfig, *, argv: list[str] | None = None, cached_only: b
         try:
             metrics = run_pipeline(
                 cfg, staged_items=str(staged), n_row_groups=n_groups, classes=loaded.classes, requests=requests,
-                settings=settings, run_dir=run.tmp, run_id=run_id,
+                settings=settings, run_dir=run.tmp, run_id=run_id, modality=loaded.modality,
             )
         except ConfigError as exc:
             raise UserError(str(exc)) from None

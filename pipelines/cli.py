@@ -28,6 +28,7 @@ BUILD_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--format", "items.format", dict(choices=["auto", "parquet", "csv", "jsonl"], help="items file format (default: from the extension)")),
     ("--id-column", "items.id_column", dict(metavar="COL", help="item id column (default 'id'; row numbers when absent)")),
     ("--text-column", "items.text_column", dict(metavar="COL", help="text column (default 'text')")),
+    ("--image-column", "items.image_column", dict(metavar="COL", help="image items: column of image paths (relative to the items file); needs a CLIP-type --embedding-model")),
     ("--label-column", "items.label_column", dict(metavar="COL", help="class label column (default 'label')")),
     ("--classes", "items.classes_file", dict(metavar="FILE", help="class names, one per line (needed when items are unlabelled)")),
     ("--out", "out", dict(metavar="DIR", help="run directory to write (default runs/<name>)")),

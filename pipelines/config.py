@@ -26,6 +26,8 @@ class ItemsConfig(_Frozen):
     format: Literal["auto", "parquet", "csv", "jsonl"] = "auto"
     id_column: str | None = "id"
     text_column: str = "text"
+    # Image items: a column of image file paths (relative to the items file); embedded with a CLIP-type model.
+    image_column: str | None = None
     label_column: str | None = "label"
     classes_file: str | None = None
     max_text_chars: int = Field(20_000, ge=1)

@@ -30,6 +30,7 @@ class LoadedItems:
     classes: tuple[str, ...]
     labelled: bool
     path: str
+    modality: str = "text"  # "image": ``text`` holds each item's image path (absolute)
 
 
 def detect_format(path: Path, declared: str) -> str:
@@ -110,8 +111,10 @@ def load_items(cfg: ItemsConfig) -> LoadedItems:
     fmt = detect_format(path, cfg.format)
     table = _read(path, fmt)
     columns = table.column_names
-    if cfg.text_column not in columns:
-        raise InputError(f"{path}: no text column {cfg.text_column!r} (columns: {', '.join(columns)})")
+    content_column = cfg.image_column or cfg.text_column
+    if content_column not in columns:
+        kind = "image" if cfg.image_column else "text"
+        raise InputError(f"{path}: no {kind} column {content_column!r} (columns: {', '.join(columns)})")
     if table.num_rows == 0:
         raise InputError(f"{path}: the dataset is empty (0 rows)")
     if cfg.id_column and cfg.id_column in columns:
@@ -145,9 +148,13 @@ def load_items(cfg: ItemsConfig) -> LoadedItems:
         classes = tuple(found)
     else:
         raise InputError(f"{path}: no label column {cfg.label_column!r}; give --classes FILE for unlabelled items")
-    text = _as_string(table, cfg.text_column)
+    text = _as_string(table, content_column)
+    if cfg.image_column:
+        base = path.resolve().parent
+        text = pa.array([None if p is None or not p.strip() else str(base / p) for p in text.to_pylist()], pa.string())
     items = pa.table({"item_id": ids, "text": text, "label": labels})
-    return LoadedItems(table=items, classes=tuple(classes), labelled=labelled, path=str(path))
+    return LoadedItems(table=items, classes=tuple(classes), labelled=labelled, path=str(path),
+                       modality="image" if cfg.image_column else "text")
 
 
 def validate_row(row: dict, *, classes: frozenset[str], max_text_chars: int) -> str | None:

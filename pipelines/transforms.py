@@ -152,11 +152,13 @@ class GenerateCandidates(beam.DoFn):
 
 
 class EmbedItems(beam.DoFn):
-    """A list of item rows -> one batch dict with ids, labels, texts and unit-norm embeddings."""
+    """A list of item rows -> ("batch", ids, labels, texts and unit-norm embeddings) and ("rejects", row) for
+    images that cannot be read. Image items carry their file path in ``text``."""
 
-    def __init__(self, cfg: EmbeddingConfig, cache_dir: str | None) -> None:
+    def __init__(self, cfg: EmbeddingConfig, cache_dir: str | None, modality: str = "text") -> None:
         self.cfg = cfg
         self.cache_dir = cache_dir
+        self.modality = modality
         self.embedder = None
 
     def setup(self) -> None:
@@ -167,12 +169,49 @@ class EmbedItems(beam.DoFn):
         )
         self.embedder.load()
 
+    def _embed_images(self, rows: list[dict]):
+        from annotators.embedding import load_image
+        from annotators.embedding_cache import EmbeddingCache
+
+        images, keys, kept = {}, [], []
+        for row in rows:
+            try:
+                image, key = load_image(row["text"])
+            except (OSError, ValueError) as exc:
+                counter("items_rejected").inc()
+                yield "rejects", reject("items", str(row["item_id"]), "unreadable_image",
+                                        " ".join(str(exc).split())[:300], raw=row["text"])
+                continue
+            images[key] = image
+            keys.append(key)
+            kept.append(row)
+        if not kept:
+            return
+        encode = lambda missing: self.embedder.encode_images([images[k] for k in missing])  # noqa: E731
+        if self.cache_dir:
+            cache = EmbeddingCache(self.cache_dir, self.embedder.model_id, self.embedder.dimension)
+            emb, computed = cache.embed(keys, encode)
+        else:
+            emb, computed = encode(keys), len(keys)
+        yield "embedded", (kept, emb, computed)
+
     def process(self, rows: list[dict]):
         with timed("embed_items"):
-            emb, computed = self.embedder.encode_cached([r["text"] for r in rows], self.cache_dir)
+            if self.modality == "image":
+                embedded = None
+                for kind, value in self._embed_images(rows):
+                    if kind == "rejects":
+                        yield kind, value
+                    else:
+                        embedded = value
+                if embedded is None:
+                    return
+                rows, emb, computed = embedded
+            else:
+                emb, computed = self.embedder.encode_cached([r["text"] for r in rows], self.cache_dir)
         counter("items_embedded").inc(computed)
         counter("items_embedding_cached").inc(len(rows) - computed)
-        yield {
+        yield "batch", {
             "item_id": [r["item_id"] for r in rows],
             "label": [r["label"] for r in rows],
             "text": [r["text"] for r in rows],
@@ -479,6 +518,7 @@ def build_pipeline(
     cfg,  # BuildConfig
     run_dir: Path,
     run_id: str,
+    modality: str = "text",
 ) -> None:
     """Compose the whole build as one graph writing into ``run_dir`` (the staged run directory)."""
     from dataclasses import asdict
@@ -516,7 +556,9 @@ def build_pipeline(
         | "AllCandidates" >> beam.combiners.ToList()
         | "FilterCandidates" >> beam.ParDo(FilterCandidates(cfg.filters, cfg.embedding, classes, embedding_cache))
     )
-    embedded = items.valid | "EmbedItems" >> beam.ParDo(EmbedItems(cfg.embedding, embedding_cache))
+    embedded = items.valid | "EmbedItems" >> beam.ParDo(EmbedItems(cfg.embedding, embedding_cache, modality))
+    embedded = split(embedded, "Embedded", ("batch", "rejects"))
+    embed_rejects, embedded = embedded.rejects, embedded.batch
     sums = (
         embedded
         | "ClassSums" >> beam.FlatMap(class_sums)
@@ -560,7 +602,7 @@ def build_pipeline(
     )
     selection_rejects = selection | "SelectionRejects" >> beam.FlatMap(lambda s: s["rejects"])
     done.append(
-        (items.rejects, generated.rejects, selection_rejects)
+        (items.rejects, embed_rejects, generated.rejects, selection_rejects)
         | "FlattenRejects" >> beam.Flatten()
         | "AllRejects" >> beam.combiners.ToList()
         | "SortRejects" >> beam.Map(lambda rows: sorted(rows, key=lambda r: (r["stage"], r["key"], r["reason"])))
