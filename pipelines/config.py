@@ -31,6 +31,8 @@ class ItemsConfig(_Frozen):
     label_column: str | None = "label"
     classes_file: str | None = None
     max_text_chars: int = Field(20_000, ge=1)
+    # "error": duplicate ids stop the build (exit 2); "reject": the first occurrence is kept, later ones rejected.
+    on_duplicate_id: Literal["error", "reject"] = "error"
 
 
 class LLMConfig(_Frozen):

@@ -26,7 +26,7 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class LoadedItems:
-    table: pa.Table  # columns item_id, text, label (strings; label may be null), in input order
+    table: pa.Table  # item_id, text, label (label may be null), duplicate (a repeated id), in input order
     classes: tuple[str, ...]
     labelled: bool
     path: str
@@ -124,11 +124,18 @@ def load_items(cfg: ItemsConfig) -> LoadedItems:
     else:
         ids = pa.array([f"row-{i}" for i in range(table.num_rows)], pa.string())
     non_null = pc.drop_null(ids)
-    if len(pc.unique(non_null)) != len(non_null):
+    duplicate = [False] * table.num_rows
+    if len(pc.unique(non_null)) != len(non_null) and cfg.on_duplicate_id == "reject":
+        seen: set[str] = set()
+        for i, item_id in enumerate(ids.to_pylist()):
+            duplicate[i] = item_id is not None and item_id in seen
+            seen.add(item_id)
+    elif len(pc.unique(non_null)) != len(non_null):
         counts = pc.value_counts(non_null)
         dup = next(v["values"].as_py() for v in counts if v["counts"].as_py() > 1)
         n_dup = sum(1 for v in counts if v["counts"].as_py() > 1)
-        raise InputError(f"{path}: duplicate item ids ({n_dup} ids repeated, e.g. {dup!r})")
+        raise InputError(f"{path}: duplicate item ids ({n_dup} ids repeated, e.g. {dup!r}); "
+                         "set items.on_duplicate_id: reject to keep the first and reject the rest")
     labelled = bool(cfg.label_column) and cfg.label_column in columns
     if cfg.label_column and not labelled and cfg.label_column != "label":
         raise InputError(f"{path}: no label column {cfg.label_column!r} (columns: {', '.join(columns)})")
@@ -152,7 +159,7 @@ def load_items(cfg: ItemsConfig) -> LoadedItems:
     if cfg.image_column:
         base = path.resolve().parent
         text = pa.array([None if p is None or not p.strip() else str(base / p) for p in text.to_pylist()], pa.string())
-    items = pa.table({"item_id": ids, "text": text, "label": labels})
+    items = pa.table({"item_id": ids, "text": text, "label": labels, "duplicate": pa.array(duplicate, pa.bool_())})
     return LoadedItems(table=items, classes=tuple(classes), labelled=labelled, path=str(path),
                        modality="image" if cfg.image_column else "text")
 
@@ -161,6 +168,8 @@ def validate_row(row: dict, *, classes: frozenset[str], max_text_chars: int) -> 
     """The reject reason for one item row, or None when it is usable."""
     if row.get("item_id") is None or not str(row["item_id"]).strip():
         return "missing_id"
+    if row.get("duplicate"):
+        return "duplicate_id"
     text = row.get("text")
     if text is None or not text.strip():
         return "empty_text"

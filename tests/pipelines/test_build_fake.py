@@ -156,3 +156,22 @@ def test_grown_dataset_embeds_only_new_items(tmp_path):
         grown = run_build(load_config(None, fake_overrides(fake, tmp_path, write_csv(tmp_path / "b.csv", rows + new))))
     assert first.counts["items_embedded"] == len(rows) and first.counts["items_embedding_cached"] == 0
     assert grown.counts["items_embedded"] == len(new) and grown.counts["items_embedding_cached"] == len(rows)
+
+
+def test_bad_rows_become_rejects_and_the_rest_proceed(tmp_path):
+    rows = demo_rows(per_class=3, classes=["cooking", "music"])
+    bad = [
+        dict(rows[0], text="a second row with the first row's id"),    # duplicate id
+        {"id": "", "text": "a row without an id", "label": "music"},  # missing id
+        {"id": "huge", "text": "word " * 5000, "label": "music"},      # over max_text_chars
+        {"id": "blank", "text": "  ", "label": "cooking"},            # empty text
+    ]
+    items = write_csv(tmp_path / "items.csv", rows + bad)
+    with FakeLLM(DEMO_ANSWERS) as fake:
+        cfg = load_config(None, fake_overrides(fake, tmp_path, items,
+                                               items={"on_duplicate_id": "reject", "max_text_chars": 10_000}))
+        summary = run_build(cfg)
+    rejects = read_table(cfg.out_dir() / "rejects.parquet", REJECTS).to_pylist()
+    assert sorted((r["key"], r["reason"]) for r in rejects if r["stage"] == "items") == sorted(
+        [(rows[0]["id"], "duplicate_id"), ("", "missing_id"), ("huge", "text_too_long"), ("blank", "empty_text")])
+    assert summary.counts["items_annotated"] == len(rows)
