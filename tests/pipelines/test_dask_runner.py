@@ -57,3 +57,53 @@ def test_dask_matches_direct(tmp_path):
             assert a[name] == b[name], name
     # 19 rows in units of 3: 7 units; the last holds only the rejected empty item, so 6 shards.
     assert len(list((dask.out_dir() / "annotations").glob("*.parquet"))) == 6
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_run_completes_or_fails_loudly(tmp_path):
+    """Kill a Dask worker process while the build runs: the build either completes with every item accounted
+    for, or raises and leaves no run directory; a rerun then succeeds and reuses the embedding cache."""
+    import threading
+    import time
+
+    from dask.distributed import LocalCluster
+
+    from pipelines.build import RunError
+
+    rows = demo_rows(per_class=6, classes=["cooking", "music", "travel"])
+    items = write_csv(tmp_path / "items.csv", rows)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, FakeLLM(DEMO_ANSWERS, latency_s=0.3) as fake:
+        cfg = load_config(None, fake_overrides(fake, tmp_path, items, annotation={"rows_per_shard": 3},
+                                               llm={"concurrency": 1},
+                                               runner={"runner": "dask", "dask_scheduler": cluster.scheduler_address}))
+        outcome = {}
+
+        def build():
+            try:
+                outcome["summary"] = run_build(cfg)
+            except RunError as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=build)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while fake.requests < 2 and time.monotonic() < deadline:  # generation is under way on a worker
+            time.sleep(0.05)
+        nanny = next(iter(cluster.workers.values()))
+        nanny.process.process.kill()  # SIGKILL the worker process; its nanny starts a new one
+        thread.join(timeout=300)
+        assert not thread.is_alive()
+        out = cfg.out_dir()
+        if "error" in outcome:
+            assert not out.exists()  # failed loudly, nothing half-written under the run's name
+        else:
+            assert outcome["summary"].counts["items_annotated"] == len(rows)
+        assert not list(out.parent.glob(".t.tmp-*"))
+        again = run_build(cfg)
+    assert again.counts["items_annotated"] == len(rows)
+    assert again.llm["calls"] + again.llm["cache_hits"] == again.counts["llm_requests"]
+    import sqlite3
+
+    (cache,) = (tmp_path / "cache" / "embeddings").glob("embeddings-*.sqlite")
+    assert sqlite3.connect(cache).execute("SELECT COUNT(*) FROM vectors").fetchone()[0] >= len(rows)
