@@ -84,6 +84,22 @@ def normalize_concept(raw: str) -> str:
     return text.strip(_QUOTES).strip()
 
 
+def _singular(word: str) -> str:
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 4 and word.endswith(("sses", "shes", "ches", "xes")):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def duplicate_key(concept: str) -> str:
+    """What makes two concepts the same: their words, singular (embeddings put "recipe"/"recipes" at 0.90 and
+    "cloud"/"clouds" at 0.83, below any safe near-duplicate threshold)."""
+    return " ".join(_singular(w) for w in re.findall(r"\w+", concept))
+
+
 def _name_variants(name: str) -> set[str]:
     base = " ".join(normalize_concept(name).replace("_", " ").split())
     variants = {base}
@@ -106,7 +122,7 @@ def leaks_name(concept: str, names: Iterable[str]) -> str | None:
 def filter_text(
     candidates: Sequence[Candidate], cfg: FilterConfig, *, synonyms: Mapping[str, Sequence[str]] | None = None
 ) -> None:
-    """First pass, in place: length bounds, stop-list, class-name leakage, exact duplicates."""
+    """First pass, in place: length bounds, stop-list, class-name leakage, duplicates (same words, singular)."""
     synonyms = {**cfg.synonyms, **(synonyms or {})}
     stop = {normalize_concept(s) for s in cfg.stop_list}
     first_by_text: dict[str, Candidate] = {}
@@ -124,10 +140,10 @@ def filter_text(
             cand.reject("stop_list")
         elif leaks_name(text, [n for c in cand.classes for n in (c, *synonyms.get(c, ()))]):
             cand.reject("class_name_leak")
-        elif text in first_by_text:
-            cand.merge_into(first_by_text[text], "duplicate")
+        elif duplicate_key(text) in first_by_text:
+            cand.merge_into(first_by_text[duplicate_key(text)], "duplicate")
         else:
-            first_by_text[text] = cand
+            first_by_text[duplicate_key(text)] = cand
 
 
 def filter_embedded(

@@ -50,3 +50,15 @@ def test_embedded_filters_merge_near_duplicates_across_classes():
     assert (d.status, d.reason) == ("rejected", "similar_to_class_name")
     assert c.status == "accepted"
     assert count_by_status([a, b, c, d]) == {"accepted": 2, "merged": 1, "rejected:similar_to_class_name": 1}
+
+
+def test_plural_and_punctuation_variants_are_duplicates():
+    from pipelines.filters import duplicate_key
+
+    assert duplicate_key("recipes") == duplicate_key("recipe")
+    assert duplicate_key("berries") == duplicate_key("berry")
+    assert duplicate_key("boxes") == duplicate_key("box")
+    assert duplicate_key("bus") != duplicate_key("bu") and duplicate_key("glass") == "glass"
+    cands = [cand("Recipes"), cand("recipe"), cand("sunrise/sunset"), cand("sunrise sunset")]
+    filter_text(cands, FilterConfig())
+    assert [c.status for c in cands] == ["accepted", "merged", "accepted", "merged"]
