@@ -60,3 +60,38 @@ def test_build_with_embedded_llm(tmp_path):
     again = run_build(cfg)
     assert again.llm["calls"] == 0 and again.llm["cache_hits"] == 4
     assert again.timings_s["llm_startup"] < 1.0
+
+
+@pytest.mark.llm
+@pytest.mark.slow
+def test_build_reuses_a_running_llm_serve(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from pipelines.llm_server import is_healthy
+
+    rows = demo_rows(per_class=4, classes=["sports", "cooking"])
+    items = write_csv(tmp_path / "items.csv", rows)
+    port = free_port()
+    serve = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "llm", "serve", "--port", str(port)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not is_healthy(port):
+            assert serve.poll() is None and time.monotonic() < deadline, "llm serve did not become ready"
+            time.sleep(0.5)
+        cfg = load_config(None, {
+            "out": str(tmp_path / "runs" / "reuse"), "cache_dir": str(tmp_path / "cache"),
+            "items": {"path": str(items)},
+            "generation": {"family": "custom", "concepts_per_prompt": 5, "templates": [
+                {"id": "signals", "template": "List things that a short text of class {class} mentions."}]},
+            "llm": {"embedded_port": port, "max_tokens": 120},
+            "selection": {"k_per_class": 3},
+        })
+        summary = run_build(cfg)
+        assert summary.llm["calls"] == 2
+        assert is_healthy(port)  # the build reused the server and left it running
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
