@@ -93,7 +93,7 @@ def _as_matrix(name: str, value: Any, *, dtype: type = np.float32) -> np.ndarray
     return array
 
 
-def _check_k(name: str, k: Any, n: int) -> int:
+def _check_k(name: str, k: Any, n: float) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise ValueError(f"`{name}` must be an int, got {k!r}")
     if k < 1:
@@ -935,8 +935,9 @@ def select_labo(
     concept is selected once and joins A_c of every class it belongs to, counting against each
     budget; a class whose set changed earlier in the round (a shared concept) re-decides in the
     next round, so every class's sequence is greedy on its own state. A class keeps at most
-    ``k_per_class`` picks of its own (fewer if it has fewer candidates; shared concepts picked for
-    others after it is full still join it). ``global_budget`` caps the number of distinct concepts.
+    ``k_per_class`` picks of its own (fewer if it has fewer candidates, which is not an error; shared
+    concepts picked for others after it is full still join it). ``global_budget`` caps the number of
+    distinct concepts. Both must be ints >= 1.
     With "lazy", each class's picks equal those of "naive"; "stochastic" evaluates a seeded
     Bernoulli sample of expected size |V_c| / k * ln(1 / epsilon) per class and round.
     """
@@ -958,9 +959,11 @@ def select_labo(
         if association.shape != member.shape:
             raise ValueError(f"`class_association` must have shape {member.shape}, got {association.shape}")
         discriminability = labo_discriminability(association)
-    k = _check_k("k_per_class", k_per_class, n)
+    # Budgets above the candidate count are not errors here: a class with fewer candidates than
+    # k_per_class takes all of them, and a global budget stops at whatever the classes can fill.
+    k = _check_k("k_per_class", k_per_class, math.inf)
     if global_budget is not None:
-        global_budget = _check_k("global_budget", global_budget, n)
+        global_budget = _check_k("global_budget", global_budget, math.inf)
     alpha = _check_weight("alpha", alpha)
     beta = _check_weight("beta", beta)
     if alpha == 0 and beta == 0:

@@ -325,6 +325,12 @@ def test_labo_small_class_takes_all_candidates() -> None:
     assert sorted(result.selected.tolist()) == np.flatnonzero(membership.any(axis=1)).tolist()
 
 
+def test_labo_budgets_above_candidate_count_take_everything() -> None:
+    x, membership, association = _labo_problem(2)
+    result = sm.select_labo(x, membership, class_association=association, k_per_class=1000, global_budget=1000)
+    assert sorted(result.selected.tolist()) == np.flatnonzero(membership.any(axis=1)).tolist()
+
+
 def test_labo_stochastic_seeded() -> None:
     x, membership, association = _labo_problem(5)
     runs = [
@@ -382,7 +388,7 @@ def _labo_kwargs(**override):
     ("override", "message"),
     [
         ({"k_per_class": 0}, "`k_per_class` must be >= 1, got 0"),
-        ({"k_per_class": 61}, "`k_per_class`=61 exceeds"),
+        ({"k_per_class": 2.5}, "`k_per_class` must be an int"),
         ({"global_budget": 0}, "`global_budget` must be >= 1"),
         ({"alpha": -1.0}, "`alpha` must be >= 0, got -1.0"),
         ({"beta": float("nan")}, "`beta` must be a finite number"),
