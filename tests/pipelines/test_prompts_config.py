@@ -72,3 +72,12 @@ def test_few_shot_examples_become_earlier_turns():
 def test_few_shot_needs_concepts():
     with pytest.raises(ConfigError, match="few_shot.0.concepts"):
         load_config(None, {"generation": {"few_shot": [{"class": "x", "concepts": []}]}})
+
+
+def test_bundled_configs_load_and_point_at_bundled_data():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for path in sorted((root / "configs").glob("*.yaml")):
+        cfg = load_config(path)
+        assert (root / cfg.items.path).is_file(), path
