@@ -124,3 +124,24 @@ def concept_phrases(n: int, seed: int = 1) -> list[str]:
             seen.add(phrase)
             out.append(phrase)
     return out
+
+
+def dbpedia_texts(limit: int | None = None, data_dir: Path = DATA_DIR) -> list[str]:
+    """DBpedia-14 sample abstracts (test.csv, then val.csv); [] if absent."""
+    import csv
+
+    texts: list[str] = []
+    for name in ("test.csv", "val.csv"):
+        path = data_dir / "dbpedia14_sample" / name
+        if path.exists():
+            with path.open(encoding="utf-8", newline="") as handle:
+                texts.extend(row[1].strip() for row in csv.reader(handle) if len(row) >= 2 and row[1].strip())
+    return texts[:limit] if limit is not None else texts
+
+
+def dbpedia_sentences(data_dir: Path = DATA_DIR) -> list[str]:
+    """The DBpedia abstracts split into sentences of at least four words (more, shorter real texts)."""
+    import re
+
+    split = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+    return [s for text in dbpedia_texts(data_dir=data_dir) for s in split.split(text) if len(s.split()) >= 4]
