@@ -93,8 +93,12 @@ def report(run: Path, record: dict, *, cache_path: Path | None) -> str:
         source = f"LLM cache ({n} answers)"
     t = manifest["timings_s"]
     lat = llm.get("latency_s") or {}
-    latency = (", ".join(f"{k} {v:.1f} s" for k, v in lat.items()) if lat
-               else f"mean {llm.get('latency_ms_mean')} ms, max {llm.get('latency_ms_max')} ms")
+    if lat:
+        latency = ", ".join(f"{k} {v:.1f} s" for k, v in lat.items())
+    elif llm.get("latency_ms_mean") is not None:  # manifests written before latency percentiles
+        latency = f"mean {llm['latency_ms_mean']} ms, max {llm['latency_ms_max']} ms"
+    else:
+        latency = "n/a (no uncached call)"
     lines += [
         "",
         f"- LLM: {llm['calls']} calls, {llm['cache_hits']} cache hits, {llm['errors']} errors, "
