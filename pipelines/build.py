@@ -112,7 +112,7 @@ def llm_settings(cfg: BuildConfig) -> tuple[ClientSettings, bool]:
             max_tokens=cfg.llm.max_tokens,
             seed=cfg.llm.seed,
             concurrency=cfg.llm.concurrency,
-            timeout_s=cfg.llm.timeout_s,
+            timeout_s=cfg.llm.timeout_s or (900.0 if embedded else 120.0),
             max_retries=cfg.llm.max_retries,
             cache_path=str(cache) if cache else None,
             refresh_cache=cfg.llm.refresh_cache,
@@ -158,6 +158,8 @@ def run_build(cfg: BuildConfig, *, argv: list[str] | None = None, cached_only: b
     with ExitStack() as stack:
         t = time.perf_counter()
         if need_llm and embedded:
+            logger.info("starting the embedded LLM on 127.0.0.1:%d (first start assembles the model: ~1 min)",
+                        cfg.llm.embedded_port)
             from pipelines.llm_server import EmbeddedModelError, EmbeddedServer
 
             cfg.cache_path().mkdir(parents=True, exist_ok=True)
@@ -171,8 +173,8 @@ def run_build(cfg: BuildConfig, *, argv: list[str] | None = None, cached_only: b
             except ConnectionError as exc:
                 raise UserError(str(exc)) from None
         timings["llm_startup"] = time.perf_counter() - t
-        logger.info("%d items, %d classes, %d LLM requests (%s)", loaded.table.num_rows, len(loaded.classes),
-                    len(requests), "some uncached" if need_llm else "all cached")
+        logger.info("building %s: %d items, %d classes, %d LLM requests (%s)", out, loaded.table.num_rows,
+                    len(loaded.classes), len(requests), "some uncached" if need_llm else "all cached")
 
         if cfg.runner.runner == "dask" and not cfg.runner.dask_scheduler:
             cfg = _with_local_dask(cfg, stack)

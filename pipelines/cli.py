@@ -38,7 +38,7 @@ BUILD_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--llm-model", "llm.model", dict(metavar="NAME", help="model name at that endpoint (required with --llm-base-url)")),
     ("--llm-api-key-env", "llm.api_key_env", dict(metavar="VAR", help="name of the environment variable holding the API key (the key itself is never passed on the command line)")),
     ("--llm-concurrency", "llm.concurrency", dict(type=int, metavar="N", help="concurrent LLM requests (default 4)")),
-    ("--llm-timeout", "llm.timeout_s", dict(type=float, metavar="S", help="per-request timeout in seconds (default 120)")),
+    ("--llm-timeout", "llm.timeout_s", dict(type=float, metavar="S", help="per-request timeout in seconds (default 120; 900 for the embedded model)")),
     ("--llm-max-retries", "llm.max_retries", dict(type=int, metavar="N", help="retries on 429/5xx/timeouts/connection errors (default 4)")),
     ("--llm-rpm", "llm.requests_per_minute", dict(type=float, metavar="N", help="client-side limit on requests per minute")),
     ("--llm-tpm", "llm.tokens_per_minute", dict(type=float, metavar="N", help="client-side limit on tokens per minute")),
@@ -192,8 +192,11 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    # Our own progress lines (one per stage or batch) show by default; libraries speak up with -v.
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for ours in ("pipelines", "annotators", "conceptkit"):
+        logging.getLogger(ours).setLevel(logging.DEBUG if args.verbose >= 2 else logging.INFO)
     # apache_beam warns at import about optional GCP client libraries that a local build never uses.
     for handler in logging.getLogger().handlers:
         handler.addFilter(lambda record: not record.getMessage().startswith("apitools not found"))

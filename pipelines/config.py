@@ -44,7 +44,9 @@ class LLMConfig(_Frozen):
     seed: int | None = 0
     samples: int = Field(1, ge=1, le=16)
     concurrency: int = Field(4, ge=1, le=1024)
-    timeout_s: float = Field(120.0, gt=0)
+    # Per-request timeout; default 120 s for a remote endpoint, 900 s for the embedded model (a CPU shared with
+    # the pipeline can take minutes per answer, and a timed-out request starts again from nothing).
+    timeout_s: float | None = Field(None, gt=0)
     max_retries: int = Field(4, ge=0, le=20)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)

@@ -92,7 +92,9 @@ def serve(port: int, *, parallel: int = 4, threads: int | None = None, ctx_per_s
     params.load_mode = xl.llama_load_mode.LLAMA_LOAD_MODE_NONE
     params.n_parallel = parallel
     params.n_ctx = ctx_per_slot * parallel
-    n_threads = threads or max(1, os.cpu_count() or 1)
+    # One core is left to the pipeline (item embedding runs while the model generates); on a busy 2-core machine
+    # two llama.cpp threads fell to 0.4 tokens/s per slot, one thread kept 5-13 (benchmarks/README.md).
+    n_threads = threads or max(1, (os.cpu_count() or 2) - 1)
     params.cpuparams.n_threads = n_threads
     params.cpuparams_batch.n_threads = n_threads
     params.model_alias = MODEL_NAME

@@ -106,6 +106,10 @@ class GenerateCandidates(beam.DoFn):
         jobs = [(r.messages(), concepts_schema(r.n), r.sample) for r in requests]
         with timed("generate"):
             results = self.client.run_many(jobs)
+        cached = sum(r.cached for r in results)
+        logger.info("generated candidates for %d requests (%d from the cache, %d errors): %s",
+                    len(results), cached, sum(r.error is not None for r in results),
+                    ", ".join(sorted({r.class_name for r in requests})))
         for request, result in zip(requests, results):
             yield "calls", {
                 "key": result.key, "class_name": request.class_name, "prompt_id": request.prompt_id,
@@ -211,6 +215,7 @@ class EmbedItems(beam.DoFn):
                 emb, computed = self.embedder.encode_cached([r["text"] for r in rows], self.cache_dir)
         counter("items_embedded").inc(computed)
         counter("items_embedding_cached").inc(len(rows) - computed)
+        logger.info("embedded %d items (%d from the cache)", len(rows), len(rows) - computed)
         yield "batch", {
             "item_id": [r["item_id"] for r in rows],
             "label": [r["label"] for r in rows],
@@ -436,6 +441,7 @@ class WriteShards(beam.DoFn):
         name = f"part-{uuid.uuid4().hex[:16]}.parquet"
         with timed("write"):
             write_table(Path(self.directory) / name, rows, annotations_schema(n_concepts), row_group_size=8192)
+        logger.info("annotated %d items into %s", len(rows), name)
         yield name
 
 
