@@ -16,6 +16,7 @@ directories under benchmarks/.cache/annotate/. Subcommands:
   DoFns driven directly, no Beam pipeline) over N items x C concepts of precomputed unit vectors, unit by unit, in a
   child process; peak RSS. Shards are written (zstd Parquet) and deleted after their size is counted
   (``--keep`` keeps them).
+- ``gpu-model``: saves the fp16 copy of the model that ``bench_annotate_gpu.py`` carries to the device machine.
 - ``recall``: recall@10 of HNSW and IVF (``annotators.index.ConceptIndex``) against exact search, ~29k real text
   embeddings as the database and 1k real queries; build and search times.
 """
@@ -51,6 +52,11 @@ from bench_selection import machine  # noqa: E402
 def header() -> str:
     return (f"Machine: {machine()}, load average {os.getloadavg()[0]:.1f} at start (the 2 cores are shared)  \n"
             f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}  \nCommand: `{' '.join(['python', *sys.argv])}`\n")
+
+
+def table_head(*columns: str) -> None:
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
 
 
 def offline() -> None:
@@ -97,9 +103,8 @@ def cmd_throughput(args) -> None:
     from annotators.index import ConceptIndex
 
     print(header())
-    print(f"| texts | n | concepts | plain encode, batch 32 (items/s) | plain encode, batch 128 (items/s) | "
-          f"embed + annotate (items/s) | ratio vs plain 128 | ratio vs plain 32 | CPU-time ratio vs plain 128 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    table_head("texts", "n", "concepts", "plain encode, batch 32 (items/s)", "plain encode, batch 128 (items/s)",
+               "embed + annotate (items/s)", "ratio vs plain 128", "ratio vs plain 32", "CPU-time ratio vs plain 128")
     for dataset in args.datasets:
         try:
             texts = texts_for(dataset, args.n)
@@ -182,10 +187,9 @@ def cmd_build(args) -> None:
     plain_wall = min(before[0], after[0])
     t = result["timings_s"]
     print(header())
-    print("| texts | items | concepts | plain encode (items/s) | run_build total (items/s) | ratio | "
-          "build wall (s) | plain encode wall (s) | embed_items stage (s) | annotate stage (s) | write (s) | "
-          "other (s) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    table_head("texts", "items", "concepts", "plain encode (items/s)", "run_build total (items/s)", "ratio",
+               "build wall (s)", "plain encode wall (s)", "embed_items stage (s)", "annotate stage (s)", "write (s)",
+               "other (s)")
     staged = sum(t.get(k, 0) for k in ("embed_items", "annotate", "write"))
     print(f"| TREC questions | {len(texts):,} | {result['counts']['concepts_selected']} | {len(texts) / plain_wall:.0f} | "
           f"{len(texts) / result['wall_s']:.0f} | {plain_wall / result['wall_s']:.2f} | {result['wall_s']:.1f} | "
@@ -264,9 +268,8 @@ def cmd_build_once(args) -> None:
 def cmd_scale(args) -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     print(header())
-    print("| items | runner, workers | wall (s) | items/s | embed_items (s, summed over workers) | annotate (s) | "
-          "write (s) | peak RSS, process tree (GB) | processes | peak RSS, largest process (GB) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    table_head("items", "runner, workers", "wall (s)", "items/s", "embed_items (s, summed over workers)",
+               "annotate (s)", "write (s)", "peak RSS, process tree (GB)", "processes", "peak RSS, largest process (GB)")
     for n in args.sizes:
         for workers in args.workers:
             r = run_measured(["build-once", "--n", str(n), "--workers", str(workers), "--runner", args.runner],
@@ -351,9 +354,8 @@ def cmd_stream_once(args) -> None:
 def cmd_stream(args) -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     print(header())
-    print("| items x concepts | unit (rows) | labels | shards written (GB, zstd) | histogram pass (s) | annotate (s) | "
-          "write (s) | wall (s) | items/s | peak RSS (GB) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    table_head("items x concepts", "unit (rows)", "labels", "shards written (GB, zstd)", "histogram pass (s)",
+               "annotate (s)", "write (s)", "wall (s)", "items/s", "peak RSS (GB)")
     for n in args.items:
         r = run_measured(["stream-once", "--items", str(n), "--concepts", str(args.concepts), "--unit", str(args.unit),
                           *(["--keep"] if args.keep else [])], args.timeout)
@@ -412,8 +414,7 @@ def cmd_recall(args) -> None:
     print(header())
     print(f"Database: {len(db):,} real text embeddings (TREC questions, DBpedia sentences), {len(queries):,} held-out "
           f"real queries, k = {k}.\n")
-    print("| index | parameters | build (s) | search 1k queries (ms) | recall@10 |")
-    print("|---|---|---|---|---|")
+    table_head("index", "parameters", "build (s)", "search 1k queries (ms)", "recall@10")
     print(f"| flat (exact) | - | {flat_build:.2f} | {flat_search * 1000:.0f} | 1.000 |")
 
     def recall(found) -> float:
@@ -437,6 +438,20 @@ def cmd_recall(args) -> None:
         mark = " (default)" if nprobe == default["ivf_nprobe"] else ""
         print(f"| IVF | nlist={inner.nlist}, nprobe={nprobe}{mark} | {wall:.2f} | {search * 1000:.0f} | "
               f"{recall(found):.3f} |", flush=True)
+
+
+def cmd_gpu_model(args) -> None:
+    """An fp16 copy of the packaged model (45 MB: fits the device tool's 64 MiB carry limit)."""
+    import shutil
+
+    offline()
+    from annotators.embedding import TextEmbedder
+
+    model = TextEmbedder(MODEL).load()
+    model.half()
+    shutil.rmtree(args.out, ignore_errors=True)
+    model.save(args.out)
+    print(f"saved {args.out}")
 
 
 def main() -> None:
@@ -470,6 +485,8 @@ def main() -> None:
     p.add_argument("--concepts", type=int, default=5_000)
     p.add_argument("--unit", type=int, default=20_000)
     p.add_argument("--keep", action="store_true")
+    p = sub.add_parser("gpu-model")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / ".cache" / "gpu_model"))
     p = sub.add_parser("recall")
     p.add_argument("--db", type=int, default=30_000)
     p.add_argument("--queries", type=int, default=1_000)
