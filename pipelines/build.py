@@ -198,6 +198,9 @@ def run_build(cfg: BuildConfig, *, argv: list[str] | None = None, cached_only: b
         except Exception as exc:  # the runner wraps worker errors; report the cause in one line
             raise RunError(f"pipeline failed: {' '.join(str(exc).split())[:500]}") from exc
         timings["pipeline"] = time.perf_counter() - t
+        from pipelines.review import join_task_files
+
+        join_task_files(run.path("_staging", "tasks"), run.path("labelstudio", "tasks.json"))
         shutil.rmtree(run.path("_staging"))
         summary = _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv, started)
         from pipelines.card import write_dataset_card

@@ -265,6 +265,26 @@ def task_json(task: Task) -> dict[str, Any]:
     return out
 
 
+def join_task_files(directory: str | os.PathLike[str], path: str | os.PathLike[str]) -> int:
+    """Join the JSON Lines task files of ``directory`` (in name order) into one JSON list at ``path``, streaming
+    and atomically; returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    n = 0
+    with open(tmp, "w", encoding="utf-8") as out:
+        out.write("[\n")
+        for part in sorted(Path(directory).glob("*.jsonl")):
+            with open(part, encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        out.write(("," if n else "") + line.rstrip("\n") + "\n")
+                        n += 1
+        out.write("]\n")
+    os.replace(tmp, path)
+    return n
+
+
 def write_tasks(path: str | os.PathLike[str], tasks: Iterable[Task]) -> int:
     """Write tasks as a JSON list, atomically; returns the count."""
     path = Path(path)

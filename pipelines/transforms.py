@@ -63,19 +63,20 @@ class ReadItemGroup(beam.DoFn):
         with timed("read"):
             rows = pq.ParquetFile(self.path).read_row_group(group).to_pylist()
         counter("items_read").inc(len(rows))
-        yield rows
+        yield group, rows
 
 
 class ValidateItems(beam.DoFn):
-    """A batch of item rows -> ("valid", the usable rows) and ("rejects", reject row) for each other row."""
+    """(unit, item rows) -> ("valid", (unit, the usable rows)) and ("rejects", reject row) for each other row."""
 
     def __init__(self, classes: Sequence[str], max_text_chars: int) -> None:
         self.classes = frozenset(classes)
         self.max_text_chars = max_text_chars
 
-    def process(self, rows: list[dict]):
+    def process(self, element: tuple[int, list[dict]]):
         from pipelines.items import validate_row
 
+        group, rows = element
         valid = []
         for row in rows:
             reason = validate_row(row, classes=self.classes, max_text_chars=self.max_text_chars)
@@ -86,7 +87,7 @@ class ValidateItems(beam.DoFn):
                 yield "rejects", reject("items", str(row.get("item_id")), reason, raw=(row.get("text") or "")[:2000])
         counter("items_valid").inc(len(valid))
         if valid:
-            yield "valid", valid
+            yield "valid", (group, valid)
 
 
 class GenerateCandidates(beam.DoFn):
@@ -159,9 +160,10 @@ class EmbedItems(beam.DoFn):
     """A list of item rows -> ("batch", ids, labels, texts and unit-norm embeddings) and ("rejects", row) for
     images that cannot be read. Image items carry their file path in ``text``."""
 
-    def __init__(self, cfg: EmbeddingConfig, cache_dir: str | None, modality: str = "text") -> None:
+    def __init__(self, cfg: EmbeddingConfig, cache_dir: str | None, units_dir: str, modality: str = "text") -> None:
         self.cfg = cfg
         self.cache_dir = cache_dir
+        self.units_dir = units_dir
         self.modality = modality
         self.embedder = None
 
@@ -199,7 +201,8 @@ class EmbedItems(beam.DoFn):
             emb, computed = encode(keys), len(keys)
         yield "embedded", (kept, emb, computed)
 
-    def process(self, rows: list[dict]):
+    def process(self, element: tuple[int, list[dict]]):
+        group, rows = element
         with timed("embed_items"):
             if self.modality == "image":
                 embedded = None
@@ -216,18 +219,63 @@ class EmbedItems(beam.DoFn):
         counter("items_embedded").inc(computed)
         counter("items_embedding_cached").inc(len(rows) - computed)
         logger.info("embedded %d items (%d from the cache)", len(rows), len(rows) - computed)
-        yield "batch", {
+        batch = {
             "item_id": [r["item_id"] for r in rows],
             "label": [r["label"] for r in rows],
             "text": [r["text"] for r in rows],
             "embedding": emb,
         }
+        with timed("write"):
+            save_unit(self.units_dir, group, batch)
+        yield "batch", batch
+        yield "unit", group
+
+
+def _unit_path(units_dir: str, group: int) -> Path:
+    return Path(units_dir) / f"unit-{group:07d}.parquet"
+
+
+def save_unit(units_dir: str, group: int, batch: dict) -> None:
+    """Stage a unit's embedded items (ids, labels, texts, vectors) for the passes after selection.
+
+    Later passes read units back one at a time instead of the runner holding every embedded batch until the
+    concept set and thresholds exist: memory stays bounded by the unit, not the dataset. A retried bundle
+    rewrites the same file (the name is the unit's), atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    emb = np.ascontiguousarray(batch["embedding"], dtype=np.float32)
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
+    table = pa.table({"item_id": pa.array(batch["item_id"], pa.string()), "label": pa.array(batch["label"], pa.string()),
+                      "text": pa.array(batch["text"], pa.string()), "embedding": vectors})
+    path = _unit_path(units_dir, group)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def load_unit(units_dir: str, group: int) -> dict:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(_unit_path(units_dir, group))
+    emb = table.column("embedding").combine_chunks()
+    dim = emb.type.list_size
+    return {
+        "item_id": table.column("item_id").to_pylist(),
+        "label": table.column("label").to_pylist(),
+        "text": table.column("text").to_pylist(),
+        "embedding": np.asarray(emb.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim),
+    }
 
 
 class ScoreHistograms(beam.DoFn):
-    """An embedded item batch + the concept set -> (concepts x bins) histogram of the batch's scores."""
+    """A staged unit + the concept set -> (concepts x bins) histogram of the unit's scores."""
 
-    def process(self, batch: dict, selection: dict):
+    def __init__(self, units_dir: str) -> None:
+        self.units_dir = units_dir
+
+    def process(self, group: int, selection: dict):
         from pipelines.thresholds import score_histograms
 
         concepts = selection["concepts"]
@@ -235,7 +283,8 @@ class ScoreHistograms(beam.DoFn):
             return
         emb = np.array([c["embedding"] for c in concepts], dtype=np.float32)
         with timed("annotate"):
-            yield score_histograms(np.asarray(batch["embedding"], dtype=np.float32) @ emb.T)
+            batch = load_unit(self.units_dir, group)
+            yield score_histograms(batch["embedding"] @ emb.T)
 
 
 def calibrate(histograms: list[np.ndarray], n_concepts: int) -> np.ndarray:
@@ -372,11 +421,14 @@ class WriteIndex(beam.DoFn):
 
 
 class AnnotateBatch(beam.DoFn):
-    """An embedded item batch + the concept set -> ("shards", its annotation rows) and ("tasks", a task per item)."""
+    """A staged unit + the concept set + thresholds -> the unit's annotation rows; writes the unit's review tasks
+    as JSON Lines into ``tasks_dir`` (joined into tasks.json at the end)."""
 
-    def __init__(self, cfg: AnnotationConfig, run_id: str, index_cfg=None) -> None:
+    def __init__(self, cfg: AnnotationConfig, run_id: str, units_dir: str, tasks_dir: str, index_cfg=None) -> None:
         self.cfg = cfg
         self.run_id = run_id
+        self.units_dir = units_dir
+        self.tasks_dir = tasks_dir
         self.index_cfg = index_cfg
         self._index_key = None
         self._index = None
@@ -397,17 +449,20 @@ class AnnotateBatch(beam.DoFn):
             self._index_key = key
         return self._index
 
-    def process(self, batch: dict, selection: dict, thresholds: np.ndarray):
+    def process(self, group: int, selection: dict, thresholds: np.ndarray):
+        import json
+
         from annotators.embedding import annotate
         from pipelines.review import item_task
 
         if not selection["concepts"]:
             return
         with timed("annotate"):
+            batch = load_unit(self.units_dir, group)
             index, emb, names = self._index_for(selection)
             top_ids, top_scores, scores = annotate(batch["embedding"], emb, top_k=self.cfg.top_k, index=index)
             present = scores >= thresholds[None, :]
-            shard = []
+            shard, tasks = [], []
             for i, item_id in enumerate(batch["item_id"]):
                 shard.append({
                     "item_id": item_id,
@@ -423,8 +478,13 @@ class AnnotateBatch(beam.DoFn):
                     top_scores=top_scores[i].tolist(), concepts=names, run_id=self.run_id,
                     ticked=[int(c) for c in top_ids[i] if present[i, c]],
                 )
-                yield "tasks", task.model_dump(mode="json")
-        yield "shards", shard
+                tasks.append(json.dumps(task.model_dump(mode="json"), ensure_ascii=False))
+            path = Path(self.tasks_dir) / f"unit-{group:07d}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            tmp.write_text("".join(t + "\n" for t in tasks), encoding="utf-8")
+            tmp.replace(path)
+        yield shard
         counter("items_annotated").inc(len(batch["item_id"]))
 
 
@@ -475,22 +535,6 @@ class WriteTable(beam.DoFn):
         with timed("write"):
             write_table(self.path, rows, self.schema)
         yield self.path
-
-
-class WriteTasks(beam.DoFn):
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def process(self, tasks: list[dict]):
-        import json
-
-        from pipelines.review import write_tasks
-        from schemas.labelstudio import Task
-
-        tasks = sorted(tasks, key=lambda t: t["data"]["item_id"])
-        with timed("write"):
-            n = write_tasks(self.path, (Task.model_validate(t) for t in tasks))
-        yield n
 
 
 class _Outputs(dict):
@@ -562,9 +606,11 @@ def build_pipeline(
         | "AllCandidates" >> beam.combiners.ToList()
         | "FilterCandidates" >> beam.ParDo(FilterCandidates(cfg.filters, cfg.embedding, classes, embedding_cache))
     )
-    embedded = items.valid | "EmbedItems" >> beam.ParDo(EmbedItems(cfg.embedding, embedding_cache, modality))
-    embedded = split(embedded, "Embedded", ("batch", "rejects"))
-    embed_rejects, embedded = embedded.rejects, embedded.batch
+    units_dir = str(run_dir / "_staging" / "units")
+    tasks_dir = str(run_dir / "_staging" / "tasks")
+    embedded = items.valid | "EmbedItems" >> beam.ParDo(EmbedItems(cfg.embedding, embedding_cache, units_dir, modality))
+    embedded = split(embedded, "Embedded", ("batch", "rejects", "unit"))
+    embed_rejects, units, embedded = embedded.rejects, embedded.unit, embedded.batch
     sums = (
         embedded
         | "ClassSums" >> beam.FlatMap(class_sums)
@@ -578,9 +624,10 @@ def build_pipeline(
         | "WriteCandidates" >> beam.ParDo(WriteTable(str(run_dir / "candidates.parquet"), CANDIDATES))
     )
     n_concepts = selection | "CountConcepts" >> beam.Map(lambda s: max(len(s["concepts"]), 1))
+    # After selection, units are read back from the staging directory one at a time (see save_unit).
     thresholds = (
-        embedded
-        | "ScoreHistograms" >> beam.ParDo(ScoreHistograms(), selection=beam.pvalue.AsSingleton(selection))
+        units
+        | "ScoreHistograms" >> beam.ParDo(ScoreHistograms(units_dir), selection=beam.pvalue.AsSingleton(selection))
         | "AllHistograms" >> beam.combiners.ToList()
         | "Calibrate" >> beam.Map(calibrate, n_concepts=beam.pvalue.AsSingleton(n_concepts))
     )
@@ -589,22 +636,16 @@ def build_pipeline(
         | "ConceptRows" >> beam.Map(with_thresholds, thresholds=beam.pvalue.AsSingleton(thresholds))
         | "WriteConcepts" >> beam.ParDo(WriteTable(str(run_dir / "concepts.parquet"), CONCEPTS))
     )
-    annotated = embedded | "Annotate" >> beam.ParDo(
-        AnnotateBatch(cfg.annotation, run_id, cfg.index), selection=beam.pvalue.AsSingleton(selection),
-        thresholds=beam.pvalue.AsSingleton(thresholds),
+    annotated = units | "Annotate" >> beam.ParDo(
+        AnnotateBatch(cfg.annotation, run_id, units_dir, tasks_dir, cfg.index),
+        selection=beam.pvalue.AsSingleton(selection), thresholds=beam.pvalue.AsSingleton(thresholds),
     )
-    annotated = split(annotated, "Annotated", ("shards", "tasks"))
     shard_dir = str(run_dir / "annotations")
     done.append(
-        annotated.shards
+        annotated
         | "WriteShards" >> beam.ParDo(WriteShards(shard_dir), n_concepts=beam.pvalue.AsSingleton(n_concepts))
         | "ShardNames" >> beam.combiners.ToList()
         | "CommitShards" >> beam.ParDo(CommitShards(shard_dir))
-    )
-    done.append(
-        annotated.tasks
-        | "AllTasks" >> beam.combiners.ToList()
-        | "WriteTasks" >> beam.ParDo(WriteTasks(str(run_dir / "labelstudio" / "tasks.json")))
     )
     selection_rejects = selection | "SelectionRejects" >> beam.FlatMap(lambda s: s["rejects"])
     done.append(

@@ -90,8 +90,11 @@ def test_worker_killed_mid_run_completes_or_fails_loudly(tmp_path):
         deadline = time.monotonic() + 120
         while fake.requests < 2 and time.monotonic() < deadline:  # generation is under way on a worker
             time.sleep(0.05)
+        import os
+        import signal
+
         nanny = next(iter(cluster.workers.values()))
-        nanny.process.process.kill()  # SIGKILL the worker process; its nanny starts a new one
+        os.kill(nanny.process.process.pid, signal.SIGKILL)  # the worker process; its nanny starts a new one
         thread.join(timeout=300)
         assert not thread.is_alive()
         out = cfg.out_dir()
