@@ -201,6 +201,8 @@ def run_build(cfg: BuildConfig, *, argv: list[str] | None = None, cached_only: b
         from pipelines.review import join_task_files
 
         join_task_files(run.path("_staging", "tasks"), run.path("labelstudio", "tasks.json"))
+        selection_path = run.path("_staging", "selection.json")
+        metrics["selection"] = json.loads(selection_path.read_text()) if selection_path.exists() else None
         shutil.rmtree(run.path("_staging"))
         summary = _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv, started)
         from pipelines.card import write_dataset_card
@@ -283,6 +285,7 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
         "versions": _versions(),
         "models": {"llm": {"endpoint": llm["endpoint"], "model": settings.model}, "embedding": cfg.embedding.model},
         "counts": counts,
+        "selection": metrics.get("selection"),
         "llm": llm,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "outputs": {

@@ -522,6 +522,23 @@ class CommitShards(beam.DoFn):
         yield len(keep)
 
 
+class WriteJson(beam.DoFn):
+    """A JSON-able value -> a file, atomically."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def process(self, value):
+        import json
+
+        path = Path(self.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_text(json.dumps(value, indent=2, default=float) + "\n")
+        tmp.replace(path)
+        yield self.path
+
+
 class WriteTable(beam.DoFn):
     """A list of rows -> one Parquet file under the given schema."""
 
@@ -617,6 +634,11 @@ def build_pipeline(
         | "SumPerClass" >> beam.CombinePerKey(add_sums)
     )
     selection = filtered | "SelectConcepts" >> beam.ParDo(SelectConcepts(cfg.selection, classes), sums=beam.pvalue.AsDict(sums))
+    done.append(
+        selection
+        | "SelectionSummary" >> beam.Map(lambda s: s["selection"])
+        | "WriteSelection" >> beam.ParDo(WriteJson(str(run_dir / "_staging" / "selection.json")))
+    )
     done.append(selection | "WriteIndex" >> beam.ParDo(WriteIndex(str(run_dir / "index"), cfg.embedding.model, cfg.index)))
     done.append(
         selection

@@ -110,6 +110,9 @@ def test_manifest_and_index_and_tasks(built):
     assert manifest["counts"]["items_in"] == built["n_items"]
     assert manifest["input"]["classes"] == ["cooking", "sports", "weather"]
     assert {"apache-beam", "torch", "faiss-cpu"} <= set(manifest["versions"])
+    selection = manifest["selection"]
+    assert selection["objective"] > 0 and selection["uses_item_evidence"] is True
+    assert selection["parameters"]["k_per_class"] == 4 and selection["selected"] == manifest["counts"]["concepts_selected"]
     index = json.loads((out / "index" / "index.json").read_text())
     n = manifest["counts"]["concepts_selected"]
     assert index["count"] == n and index["dimension"] == 384 and index["ids"]["values"] == list(range(n))
