@@ -517,6 +517,20 @@ class Mixture(Objective):
 # ---------------------------------------------------------------- optimisers
 
 
+def _take_best(objective: "Objective", state: Any, pool: np.ndarray, available: np.ndarray, selected: list[int],
+               gains: list[float], bar: Any) -> None:
+    """One greedy step over ``pool``: pick the best gain (lowest index on ties), record it, update the state."""
+    g = objective.gains(state, pool)
+    best = int(np.argmax(g))
+    j = int(pool[best])
+    selected.append(j)
+    gains.append(float(g[best]))
+    available[j] = False
+    objective.update(state, j)
+    if bar is not None:
+        bar.update()
+
+
 def naive_greedy(objective: Objective, k: int) -> Selection:
     """Reference greedy: evaluate every remaining candidate at every step; ties to the lowest index."""
     k = _check_k("k", k, objective.n)
@@ -525,16 +539,7 @@ def naive_greedy(objective: Objective, k: int) -> Selection:
     selected, gains = [], []
     bar = _progress(k, "naive greedy")
     for _ in range(k):
-        candidates = np.flatnonzero(available)
-        g = objective.gains(state, candidates)
-        best = int(np.argmax(g))
-        j = int(candidates[best])
-        selected.append(j)
-        gains.append(float(g[best]))
-        available[j] = False
-        objective.update(state, j)
-        if bar is not None:
-            bar.update()
+        _take_best(objective, state, np.flatnonzero(available), available, selected, gains, bar)
     if bar is not None:
         bar.close()
     return Selection(np.array(selected, dtype=np.int64), np.array(gains), objective.value(state))
@@ -633,15 +638,7 @@ def stochastic_greedy(objective: Objective, k: int, *, epsilon: float = 0.1, see
             sample = np.unique(draw[available[draw]])[:sample_size]
             if sample.size == 0:
                 sample = np.flatnonzero(available)[:1]
-        g = objective.gains(state, sample)
-        best = int(np.argmax(g))
-        j = int(sample[best])
-        selected.append(j)
-        gains.append(float(g[best]))
-        available[j] = False
-        objective.update(state, j)
-        if bar is not None:
-            bar.update()
+        _take_best(objective, state, sample, available, selected, gains, bar)
     if bar is not None:
         bar.close()
     return Selection(np.array(selected, dtype=np.int64), np.array(gains), objective.value(state))
