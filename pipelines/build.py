@@ -323,7 +323,7 @@ def format_summary(summary: BuildSummary) -> str:
         f"{c['candidates_merged']} merged, {c['candidates_rejected']} rejected",
         f"  concepts    {c['concepts_selected']} selected; {c['rejects']} rows in rejects.parquet",
         "  time (s)    " + ", ".join(f"{k} {v:.1f}" for k, v in t.items() if v or k == "total"),
-        f"  outputs     {summary.out}/{{candidates,concepts,rejects}}.parquet, annotations/, index/, labelstudio/, "
-        "manifest.json",
+        f"  outputs     {summary.out}/{{candidates,concepts,rejects,llm_calls}}.parquet, annotations/, index/, "
+        "labelstudio/, manifest.json, README.md (dataset card)",
     ]
     return "\n".join(lines)
