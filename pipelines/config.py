@@ -142,7 +142,9 @@ class AnnotationConfig(_Frozen):
 
 
 class RunnerConfig(_Frozen):
-    runner: Literal["direct", "dask"] = "direct"
+    # "beam": any Beam runner, configured entirely by beam_args (e.g. ["--runner=FlinkRunner", ...]).
+    runner: Literal["direct", "dask", "beam"] = "direct"
+    beam_args: tuple[str, ...] = ()
     direct_num_workers: int = Field(1, ge=1)
     dask_scheduler: str | None = None
     dask_workers: int = Field(2, ge=1)

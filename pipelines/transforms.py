@@ -704,7 +704,11 @@ def pipeline_options(cfg):
         return PipelineOptions(
             ["--runner=apache_beam.runners.dask.dask_runner.DaskRunner", f"--dask_client_address={cfg.runner.dask_scheduler}"]
         )
-    raise ConfigError(f"runner.runner {cfg.runner.runner!r} is not supported; use 'direct' or 'dask'")
+    if cfg.runner.runner == "beam":
+        if not any(a.startswith("--runner") for a in cfg.runner.beam_args):
+            raise ConfigError("runner.runner 'beam' needs --runner=... among runner.beam_args (--beam-arg)")
+        return PipelineOptions(list(cfg.runner.beam_args))
+    raise ConfigError(f"runner.runner {cfg.runner.runner!r} is not supported; use 'direct', 'dask' or 'beam'")
 
 
 def collect_metrics(result) -> dict[str, int]:

@@ -178,3 +178,23 @@ def test_bad_rows_become_rejects_and_the_rest_proceed(tmp_path):
     assert sorted((r["key"], r["reason"]) for r in rejects if r["stage"] == "items") == sorted(
         [(rows[0]["id"], "duplicate_id"), ("", "missing_id"), ("huge", "text_too_long"), ("blank", "empty_text")])
     assert summary.counts["items_annotated"] == len(rows)
+
+
+def test_any_beam_runner_through_beam_args(tmp_path, capsys):
+    from pipelines.cli import main
+
+    rows = demo_rows(per_class=2, classes=["cooking", "music"])
+    items = write_csv(tmp_path / "items.csv", rows)
+    with FakeLLM(DEMO_ANSWERS) as fake:
+        rc = main(["build", "--items", str(items), "--out", str(tmp_path / "runs" / "b"), "--cache-dir",
+                   str(tmp_path / "cache"), "--llm-base-url", fake.base_url, "--llm-model", "fake-model",
+                   "--runner", "beam", "--beam-arg=--runner=DirectRunner", "--beam-arg=--direct_num_workers=1"])
+        assert rc == 0, capsys.readouterr().err
+        manifest = json.loads((tmp_path / "runs" / "b" / "manifest.json").read_text())
+        assert manifest["config"]["runner"]["beam_args"] == ["--runner=DirectRunner", "--direct_num_workers=1"]
+        capsys.readouterr()
+        rc = main(["build", "--items", str(items), "--out", str(tmp_path / "runs" / "c"), "--cache-dir",
+                   str(tmp_path / "cache"), "--llm-base-url", fake.base_url, "--llm-model", "fake-model",
+                   "--runner", "beam"])
+    assert rc == 2 and "needs --runner=..." in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "c").exists()
