@@ -110,7 +110,8 @@ class FilterConfig(_Frozen):
 
 class EmbeddingConfig(_Frozen):
     model: str = "packaged:all-MiniLM-L6-v2"
-    batch_size: int = Field(128, ge=1)
+    # 32 (sentence-transformers' own default): on CPU, batch 128 encoded long texts 27% slower (benchmarks/README.md)
+    batch_size: int = Field(32, ge=1)
     threads: int = Field(1, ge=1)
     device: str = "cpu"
     cache: bool = True  # embeddings cached by (model, content hash) under <cache_dir>/embeddings
