@@ -13,7 +13,6 @@ import logging
 import os
 import platform
 import shutil
-import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field

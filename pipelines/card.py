@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,9 @@ def write_dataset_card(run_dir: str | os.PathLike[str]) -> Path:
     """Write ``<run_dir>/README.md`` from the run's own files; returns its path."""
     run = open_run(run_dir)
     text = render_card(run.path, run.manifest)
-    target = run.path / CARD
-    tmp = run.path / f".{CARD}.{uuid.uuid4().hex}.tmp"
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    from schemas.io import write_text_atomic
+
+    return write_text_atomic(run.path / CARD, text)
 
 
 def _parquet_tables(run_dir: Path) -> list[tuple[str, list[Path]]]:

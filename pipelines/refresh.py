@@ -46,7 +46,7 @@ from pipelines.rundir import StagedRun
 from schemas.annotations import annotations_schema
 from schemas.base import named_schema
 from schemas.concepts import CONCEPTS
-from schemas.io import check_schema, read_table, write_table
+from schemas.io import check_schema, read_table, write_table, write_text_atomic
 from schemas.rejects import REJECTS
 
 logger = logging.getLogger(__name__)
@@ -186,9 +186,7 @@ def _tree_state(directory: Path) -> dict[str, tuple[int, int]]:
 
 def _replace_text(path: Path, text: str) -> None:
     """Write a file by rename, so a hard link to the old content (the committed run) is left untouched."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def refresh_run(

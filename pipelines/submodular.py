@@ -33,7 +33,6 @@ padded (classes x candidates x candidates) block; see its docstring for the util
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 import sys

@@ -479,11 +479,9 @@ class AnnotateBatch(beam.DoFn):
                     ticked=[int(c) for c in top_ids[i] if present[i, c]],
                 )
                 tasks.append(json.dumps(task.model_dump(mode="json"), ensure_ascii=False))
-            path = Path(self.tasks_dir) / f"unit-{group:07d}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-            tmp.write_text("".join(t + "\n" for t in tasks), encoding="utf-8")
-            tmp.replace(path)
+            from schemas.io import write_text_atomic
+
+            write_text_atomic(Path(self.tasks_dir) / f"unit-{group:07d}.jsonl", "".join(t + "\n" for t in tasks))
         yield shard
         counter("items_annotated").inc(len(batch["item_id"]))
 
@@ -531,11 +529,9 @@ class WriteJson(beam.DoFn):
     def process(self, value):
         import json
 
-        path = Path(self.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_text(json.dumps(value, indent=2, default=float) + "\n")
-        tmp.replace(path)
+        from schemas.io import write_text_atomic
+
+        write_text_atomic(self.path, json.dumps(value, indent=2, default=float) + "\n")
         yield self.path
 
 

@@ -1,5 +1,7 @@
 """Write tables under their declared schema, atomically, and read them back with a schema check.
 
+``write_text_atomic`` gives text files (JSON, Markdown) the same all-or-nothing write.
+
 ``write_table`` casts rows to the schema (never infers one), writes to a temporary file beside the target and
 renames it into place, so a reader never sees a half-written file. ``read_table`` refuses a file whose schema
 name, version or fields differ from the expected schema, listing the differences.
@@ -55,6 +57,20 @@ def write_table(
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename: readers see the old file or the
+    new one, never a part; a hard link to the old content is left untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
