@@ -71,16 +71,21 @@ class TextEmbedder:
         """What identifies the vectors this embedder makes (the cache key's model part)."""
         return f"{self.model_name}|normalized"
 
-    def encode_cached(self, texts: Sequence[str], cache_dir: str | os.PathLike[str] | None) -> tuple[np.ndarray, int]:
-        """(vectors, how many were computed): through the embedding cache in ``cache_dir`` when given."""
+    def encode_cached(
+        self, contents: Sequence[str], cache_dir: str | os.PathLike[str] | None, *, encode=None
+    ) -> tuple[np.ndarray, int]:
+        """(vectors, how many were computed) for ``contents`` through the embedding cache in ``cache_dir`` when
+        given. ``encode`` maps the uncached contents to vectors (default: embed them as texts); image items pass
+        content keys (file hashes) and an encoder of the images behind them."""
+        encode = encode or self.encode
         if cache_dir is None:
-            return self.encode(texts), len(texts)
+            return encode(list(contents)), len(contents)
         from annotators.embedding_cache import EmbeddingCache
 
         if getattr(self, "_cache", None) is None or self._cache_dir != str(cache_dir):
             self._cache = EmbeddingCache(cache_dir, self.model_id, self.dimension)
             self._cache_dir = str(cache_dir)
-        return self._cache.embed(list(texts), lambda missing: self.encode(missing))
+        return self._cache.embed(list(contents), encode)
 
     def encode_images(self, images: Sequence) -> np.ndarray:
         """Unit-norm vectors of PIL images (the model must be CLIP-type: it embeds text and images alike)."""

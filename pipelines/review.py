@@ -72,6 +72,11 @@ def task_key(mode: str, *parts: str) -> str:
 # ---------------------------------------------------------------- labeling configs
 
 
+def _choice_tags(values: Sequence[str]) -> str:
+    """One escaped ``<Choice>`` line per value, indented for a ``<Choices>`` block."""
+    return "\n".join(f"    <Choice value={quoteattr(v)}/>" for v in values)
+
+
 def item_review_config(concepts: Sequence[str] = (), *, dynamic: bool = False) -> str:
     """Labeling config for item review: text, multi-choice concept checklist, free text for missing concepts.
 
@@ -82,7 +87,7 @@ def item_review_config(concepts: Sequence[str] = (), *, dynamic: bool = False) -
         choices_tag = (f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="multiple" showInline="false"'
                        ' value="$options"/>\n')
     else:
-        choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in concepts)
+        choices = _choice_tags(concepts)
         choices_tag = (f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="multiple" showInline="false">\n'
                        f"{choices}\n  </Choices>\n")
     return (
@@ -98,7 +103,7 @@ def item_review_config(concepts: Sequence[str] = (), *, dynamic: bool = False) -
 
 def concept_review_config() -> str:
     """Labeling config for concept verification: one item, one concept, present / absent / unsure."""
-    choices = "\n".join(f"    <Choice value={quoteattr(v)}/>" for v in CONCEPT_VERDICTS)
+    choices = _choice_tags(CONCEPT_VERDICTS)
     return (
         "<View>\n"
         '  <Header value="Does this item show the concept below?"/>\n'
@@ -113,7 +118,7 @@ def concept_review_config() -> str:
 
 def concept_list_review_config() -> str:
     """Labeling config for concept-list review: a class, its concepts, keep / reject / edit one of them."""
-    choices = "\n".join(f"    <Choice value={quoteattr(v)}/>" for v in LIST_VERDICTS)
+    choices = _choice_tags(LIST_VERDICTS)
     return (
         "<View>\n"
         '  <Header value="$class_name"/>\n'

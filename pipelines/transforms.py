@@ -177,8 +177,6 @@ class EmbedItems(beam.DoFn):
 
     def _embed_images(self, rows: list[dict]):
         from annotators.embedding import load_image
-        from annotators.embedding_cache import EmbeddingCache
-
         images, keys, kept = {}, [], []
         for row in rows:
             try:
@@ -193,12 +191,8 @@ class EmbedItems(beam.DoFn):
             kept.append(row)
         if not kept:
             return
-        encode = lambda missing: self.embedder.encode_images([images[k] for k in missing])  # noqa: E731
-        if self.cache_dir:
-            cache = EmbeddingCache(self.cache_dir, self.embedder.model_id, self.embedder.dimension)
-            emb, computed = cache.embed(keys, encode)
-        else:
-            emb, computed = encode(keys), len(keys)
+        emb, computed = self.embedder.encode_cached(
+            keys, self.cache_dir, encode=lambda missing: self.embedder.encode_images([images[k] for k in missing]))
         yield "embedded", (kept, emb, computed)
 
     def process(self, element: tuple[int, list[dict]]):
@@ -281,10 +275,9 @@ class ScoreHistograms(beam.DoFn):
         concepts = selection["concepts"]
         if not concepts:
             return
-        emb = np.array([c["embedding"] for c in concepts], dtype=np.float32)
         with timed("annotate"):
             batch = load_unit(self.units_dir, group)
-            yield score_histograms(batch["embedding"] @ emb.T)
+            yield score_histograms(batch["embedding"] @ selection["matrix"].T)
 
 
 def calibrate(histograms: list[np.ndarray], n_concepts: int) -> np.ndarray:
@@ -391,6 +384,8 @@ class SelectConcepts(beam.DoFn):
         yield {
             "candidates": [c.to_row() for c in filtered["candidates"]],
             "concepts": concepts,
+            # (concepts, d) float32 in concept_id order: built once here, read by index, histograms and annotate.
+            "matrix": np.array([c["embedding"] for c in concepts], dtype=np.float32),
             "selection": summary,
             "rejects": rejects,
         }
@@ -410,7 +405,7 @@ class WriteIndex(beam.DoFn):
             return
         with timed("index"):
             index = ConceptIndex.build(
-                np.array([c["embedding"] for c in concepts], dtype=np.float32),
+                selection["matrix"],
                 np.array([c["concept_id"] for c in concepts]),
                 model=self.model,
                 concepts=[c["concept"] for c in concepts],
@@ -439,7 +434,7 @@ class AnnotateBatch(beam.DoFn):
         key = id(selection)
         if self._index_key != key:
             concepts = selection["concepts"]
-            emb = np.array([c["embedding"] for c in concepts], dtype=np.float32)
+            emb = selection["matrix"]
             self._index = (
                 ConceptIndex.build(emb, np.arange(len(concepts)), model="", concepts=[],
                                    **(self.index_cfg.model_dump() if self.index_cfg else {})),
