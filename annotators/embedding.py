@@ -80,7 +80,7 @@ class TextEmbedder:
         encode = encode or self.encode
         if cache_dir is None:
             return encode(list(contents)), len(contents)
-        from annotators.embedding_cache import EmbeddingCache
+        from conceptkit.annotators.embedding_cache import EmbeddingCache
 
         if getattr(self, "_cache", None) is None or self._cache_dir != str(cache_dir):
             self._cache = EmbeddingCache(cache_dir, self.model_id, self.dimension)

@@ -10,7 +10,7 @@ layer: connection errors, timeouts, 429 and 5xx are retried with exponential bac
   one imported, in batches. An import batch that timed out is re-checked against the project before it is sent
   again, so a retry never duplicates tasks.
 - ``export_snapshot``: a snapshot export of a project (every task with its annotations), deleted after download.
-- ``verified_rows`` / ``human_candidate_rows``: an export -> rows of ``schemas.verified`` (pure).
+- ``verified_rows`` / ``human_candidate_rows``: an export -> rows of ``conceptkit.schemas.verified`` (pure).
 - ``LocalLabelStudio``: starts and stops a local server (127.0.0.1, signup disabled, no outbound calls).
 
 No Beam, nothing written to disk except by ``LocalLabelStudio`` (its data directory and log).
@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from schemas.labelstudio import CONCEPTS, EDITED, MISSING, VERDICT
+from conceptkit.schemas.labelstudio import CONCEPTS, EDITED, MISSING, VERDICT
 
 logger = logging.getLogger(__name__)
 
@@ -420,7 +420,7 @@ def _annotations(task: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
 def verified_rows(
     export: Iterable[Mapping[str, Any]], *, mode: str, project_id: int, concept_ids: Mapping[str, int]
 ) -> list[dict[str, Any]]:
-    """Rows of ``schemas.verified.VERIFIED`` from a snapshot export of a ``mode`` project.
+    """Rows of ``conceptkit.schemas.verified.VERIFIED`` from a snapshot export of a ``mode`` project.
 
     Item review: each candidate concept of the task is ``present`` when ticked, ``absent`` when not (an
     annotation with nothing ticked says none is present). Concept and concept-list review: the verdict, when
@@ -468,7 +468,7 @@ def human_candidate_rows(
     export: Iterable[Mapping[str, Any]], *, mode: str, project_id: int
 ) -> list[dict[str, Any]]:
     """Concepts people typed as missing (item review) or as a new wording (concept-list edits): rows of
-    ``schemas.verified.HUMAN_CANDIDATES``."""
+    ``conceptkit.schemas.verified.HUMAN_CANDIDATES``."""
     rows = []
     for task in export:
         data = task.get("data") or {}

@@ -17,7 +17,7 @@ directories under benchmarks/.cache/annotate/. Subcommands:
   child process; peak RSS. Shards are written (zstd Parquet) and deleted after their size is counted
   (``--keep`` keeps them).
 - ``gpu-model``: saves the fp16 copy of the model that ``bench_annotate_gpu.py`` carries to the device machine.
-- ``recall``: recall@10 of HNSW and IVF (``annotators.index.ConceptIndex``) against exact search, ~29k real text
+- ``recall``: recall@10 of HNSW and IVF (``conceptkit.annotators.index.ConceptIndex``) against exact search, ~29k real text
   embeddings as the database and 1k real queries; build and search times.
 """
 
@@ -88,8 +88,8 @@ def texts_for(dataset: str, n: int) -> list[str]:
 
 def annotate_path(embedder, texts, concept_emb, index, top_k: int = 5):
     """What the pipeline does per work unit: embed, score histograms, annotate, apply thresholds."""
-    from annotators.embedding import annotate
-    from pipelines.thresholds import otsu_thresholds, score_histograms
+    from conceptkit.annotators.embedding import annotate
+    from conceptkit.pipelines.annotation.thresholds import otsu_thresholds, score_histograms
 
     emb = embedder.encode(texts)
     thresholds = otsu_thresholds(score_histograms(emb @ concept_emb.T))
@@ -99,8 +99,8 @@ def annotate_path(embedder, texts, concept_emb, index, top_k: int = 5):
 
 def cmd_throughput(args) -> None:
     offline()
-    from annotators.embedding import TextEmbedder
-    from annotators.index import ConceptIndex
+    from conceptkit.annotators.embedding import TextEmbedder
+    from conceptkit.annotators.index import ConceptIndex
 
     print(header())
     table_head("texts", "n", "concepts", "plain encode, batch 32 (items/s)", "plain encode, batch 128 (items/s)",
@@ -149,8 +149,8 @@ def build_once(items: Path, work: Path, *, workers: int, runner: str = "direct")
     """One ``run_build`` against the fake LLM; embedding cache off. Returns wall/CPU time and the summary."""
     from fake_llm import FakeLLM
 
-    from pipelines.build import run_build
-    from pipelines.config import load_config
+    from conceptkit.pipelines.build import run_build
+    from conceptkit.pipelines.config import load_config
 
     with FakeLLM(FAKE_ANSWERS) as fake:
         overrides = {
@@ -166,7 +166,7 @@ def build_once(items: Path, work: Path, *, workers: int, runner: str = "direct")
 
 def cmd_build(args) -> None:
     offline()
-    from annotators.embedding import TextEmbedder
+    from conceptkit.annotators.embedding import TextEmbedder
 
     loaded = trec_items(args.n)
     if loaded is None:
@@ -305,8 +305,8 @@ def unit_batch(unit: int, size: int, concepts: np.ndarray) -> dict:
 
 def cmd_stream_once(args) -> None:
     """(child of ``stream``) two passes over the units, as the pipeline: histograms, then annotate + write."""
-    from pipelines.config import AnnotationConfig, IndexConfig
-    from pipelines.transforms import AnnotateBatch, ScoreHistograms, WriteShards, calibrate
+    from conceptkit.pipelines.config import AnnotationConfig, IndexConfig
+    from conceptkit.pipelines.transforms import AnnotateBatch, ScoreHistograms, WriteShards, calibrate
 
     concepts = unit_vectors(np.random.default_rng(1), args.concepts, 384)
     selection = {"concepts": [{"concept_id": i, "concept": f"concept {i}", "embedding": concepts[i].tolist()}
@@ -386,7 +386,7 @@ def real_embeddings() -> np.ndarray:
     if cache.exists():
         return np.load(cache)
     offline()
-    from annotators.embedding import TextEmbedder
+    from conceptkit.annotators.embedding import TextEmbedder
 
     emb = TextEmbedder(MODEL, threads=1, batch_size=128).encode(texts)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -395,7 +395,7 @@ def real_embeddings() -> np.ndarray:
 
 
 def cmd_recall(args) -> None:
-    from annotators.index import ConceptIndex
+    from conceptkit.annotators.index import ConceptIndex
 
     emb = real_embeddings()
     rng = np.random.default_rng(0)
@@ -445,7 +445,7 @@ def cmd_gpu_model(args) -> None:
     import shutil
 
     offline()
-    from annotators.embedding import TextEmbedder
+    from conceptkit.annotators.embedding import TextEmbedder
 
     model = TextEmbedder(MODEL).load()
     model.half()

@@ -1,8 +1,8 @@
 """Embed + score throughput on a GPU at 1M synthetic short texts, against plain ``SentenceTransformer.encode``.
 
 Runs where only torch, sentence-transformers and numpy exist (the device machine has no FAISS, Beam or pydantic):
-it uses ``annotators.embedding.TextEmbedder`` (the pipeline's embedder) and scores on the GPU with torch, the
-same arithmetic as ``annotators.embedding.annotate`` (full cosine vector, top-k, per-concept threshold), work unit
+it uses ``conceptkit.annotators.embedding.TextEmbedder`` (the pipeline's embedder) and scores on the GPU with torch, the
+same arithmetic as ``conceptkit.annotators.embedding.annotate`` (full cosine vector, top-k, per-concept threshold), work unit
 by work unit (``--unit`` rows, the pipeline's ``annotation.rows_per_shard``). The full score matrix of each unit
 is copied back to host memory (what a shard writer needs); no Parquet is written.
 
@@ -76,7 +76,7 @@ def embed_and_score(embedder, texts: list[str], concepts, thresholds, *, unit: i
 
 def cpu_annotate_unit(unit_emb: np.ndarray, concept_emb: np.ndarray, top_k: int) -> float:
     """Seconds for numpy ``annotate`` (no index) of one unit on this machine's CPU cores."""
-    from annotators.embedding import annotate
+    from conceptkit.annotators.embedding import annotate
 
     t = time.perf_counter()
     annotate(unit_emb, concept_emb, top_k=top_k)
@@ -101,7 +101,7 @@ def main() -> None:
     import sentence_transformers
     import torch
 
-    from annotators.embedding import TextEmbedder
+    from conceptkit.annotators.embedding import TextEmbedder
     from bench_annotate_texts import concept_phrases, synthetic_items
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -91,7 +91,7 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
 def evaluate(*, n_classes: int, family: str) -> dict:
     import pyarrow.parquet as pq
 
-    from annotators.embedding import TextEmbedder
+    from conceptkit.annotators.embedding import TextEmbedder
 
     classes, attributes, matrix = read_awa2()
     chosen = pick_classes(classes, n_classes)

@@ -132,7 +132,7 @@ def per_class_sample(labels: list[str], classes: list[str], k: int, seed: int) -
 
 def build_config(*, items: Path, out: Path, family: str, domain: str, concepts_per_prompt: int, k_per_class: int,
                  classes_file: Path | None = None, label_column: str | None = "label"):
-    from pipelines.config import load_config
+    from conceptkit.pipelines.config import load_config
 
     overrides = {
         "out": str(out),
@@ -149,7 +149,7 @@ def build_config(*, items: Path, out: Path, family: str, domain: str, concepts_p
 
 def run_logged_build(cfg, summary_path: Path) -> dict:
     """``run_build`` and a JSON record of its summary (wall time, counts, LLM accounting)."""
-    from pipelines.build import run_build
+    from conceptkit.pipelines.build import run_build
 
     started = time.perf_counter()
     summary = run_build(cfg, argv=sys.argv)
@@ -184,7 +184,7 @@ def embed_cached(texts: list[str], path: Path) -> np.ndarray:
         emb = np.load(path)
         if emb.shape[0] == len(texts):
             return emb
-    from annotators.embedding import TextEmbedder
+    from conceptkit.annotators.embedding import TextEmbedder
 
     emb = TextEmbedder(EMBEDDING_MODEL, threads=int(os.environ.get("BENCH_THREADS", "1"))).encode(texts)
     np.save(path, emb)
@@ -204,7 +204,7 @@ def probe_accuracy(x_train, y_train, x_test, y_test) -> float:
 def evaluate(name: str, *, shots: list[int], seeds: int) -> dict:
     import pyarrow.parquet as pq
 
-    from annotators.embedding import TextEmbedder
+    from conceptkit.annotators.embedding import TextEmbedder
 
     ds = load_dataset(name)
     work = CACHE / "quality" / name

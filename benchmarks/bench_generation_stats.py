@@ -29,8 +29,8 @@ LLM_PORT = 8791
 
 
 def build_demo(cache_dir: Path, out: Path) -> dict:
-    from pipelines.build import run_build
-    from pipelines.config import load_config
+    from conceptkit.pipelines.build import run_build
+    from conceptkit.pipelines.config import load_config
 
     cfg = load_config(ROOT / "configs" / "demo.yaml", {
         "out": str(out), "cache_dir": str(cache_dir), "llm": {"embedded_port": LLM_PORT},

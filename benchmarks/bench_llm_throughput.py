@@ -1,4 +1,4 @@
-"""Throughput of ``pipelines.llm.ChatClient`` against a loopback fake OpenAI server with a fixed latency.
+"""Throughput of ``conceptkit.pipelines.generation.client.ChatClient`` against a loopback fake OpenAI server with a fixed latency.
 
 In: nothing but the repo (the fake server is ``tests/fake_llm.py``). Out: a Markdown table on stdout with
 requests/s and the fraction of the latency bound (concurrency / latency) per concurrency level; paste it into
@@ -105,7 +105,7 @@ class FakeServer:
 
 
 def jobs_for(n: int):
-    from pipelines.prompts import build_requests, concepts_schema
+    from conceptkit.pipelines.generation.prompts import build_requests, concepts_schema
 
     # Distinct messages, as in a real build (the fake answers the same way whatever the class).
     reqs = build_requests([f"class {i}" for i in range(n)], family="text", domain="benchmark texts", n=10)[:n]
@@ -113,7 +113,7 @@ def jobs_for(n: int):
 
 
 def run_client(base_url: str, concurrency: int, jobs, *, max_retries: int) -> tuple[float, list]:
-    from pipelines.llm import ChatClient, ClientSettings
+    from conceptkit.pipelines.generation.client import ChatClient, ClientSettings
 
     settings = ClientSettings(base_url=base_url, model="fake-model", concurrency=concurrency, timeout_s=60.0,
                               max_retries=max_retries, cache_path=None)

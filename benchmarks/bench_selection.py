@@ -1,4 +1,4 @@
-"""Benchmarks for pipelines.submodular against apricot-select and submodlib-py.
+"""Benchmarks for conceptkit.pipelines.selection.submodular against apricot-select and submodlib-py.
 
 In: real text from ../shared/data (TREC questions, DBpedia abstracts), embedded once with
 all-MiniLM-L6-v2 and cached to benchmarks/.cache/real_embeddings.npy. Beyond the real pool, points
@@ -105,7 +105,7 @@ def fl_value(similarity: np.ndarray, selected) -> float:
 
 def run_fl(n: int, lib: str) -> dict:
     """Dense cosine facility location, lazy greedy, k = n / 10, from one precomputed similarity."""
-    from pipelines import submodular as sm
+    from conceptkit.pipelines.selection import submodular as sm
 
     x = points(n)
     k = n // 10
@@ -166,7 +166,7 @@ def labo_problem(classes: int, per_class: int, seed: int = 0) -> tuple[np.ndarra
 
 
 def run_labo(classes: int, per_class: int, k: int, lib: str, sample_classes: int = 10) -> dict:
-    from pipelines import submodular as sm
+    from conceptkit.pipelines.selection import submodular as sm
 
     x, membership, association = labo_problem(classes, per_class)
     if lib == "ours":
@@ -198,7 +198,7 @@ def run_labo(classes: int, per_class: int, k: int, lib: str, sample_classes: int
 
 
 def run_knn(n: int, k: int, neighbors: int, lib: str) -> dict:
-    from pipelines import submodular as sm
+    from conceptkit.pipelines.selection import submodular as sm
 
     x = points(n)
     start = time.perf_counter()

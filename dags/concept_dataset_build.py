@@ -6,7 +6,7 @@
 - **plan**: loads the config, resolves paths against the project directory and names the run from the logical
   date (`params.run_name_template`); a bad config fails here, without retries.
 - **build_concepts**: generate candidates with the LLM, filter, embed, select, index and annotate. conceptkit runs
-  these stages as *one* Apache Beam graph (`pipelines.build.run_build`, what the CLI calls): the stages hand each
+  these stages as *one* Apache Beam graph (`conceptkit.pipelines.build.run_build`, what the CLI calls): the stages hand each
   other in-memory collections (class embedding sums, the selected concept set as a side input), so splitting them
   into Airflow tasks would mean writing every intermediate collection to disk and starting a runner per task for
   no gain in restartability: the LLM answers are cached on disk, so a retried build makes no LLM call it has
@@ -60,7 +60,7 @@ def concept_dataset_build():
         from airflow.sdk.exceptions import AirflowFailException
 
         from conceptkit_airflow import resolve_path, run_name, runs_dir
-        from pipelines.config import ConfigError, load_config
+        from conceptkit.pipelines.config import ConfigError, load_config
 
         context = get_current_context()
         params = context["params"]
@@ -90,8 +90,8 @@ def concept_dataset_build():
         from airflow.sdk.exceptions import AirflowFailException
 
         from conceptkit_airflow import llm_from_connection, secret_env
-        from pipelines.build import UserError, format_summary, run_build
-        from pipelines.config import load_config
+        from conceptkit.pipelines.build import UserError, format_summary, run_build
+        from conceptkit.pipelines.config import load_config
 
         llm, env = llm_from_connection()
         overrides = dict(plan["overrides"], llm=llm) if llm else plan["overrides"]
@@ -107,7 +107,7 @@ def concept_dataset_build():
     @task
     def check_outputs(built: dict) -> dict:
         """Read the run directory back with its schemas and check the item accounting."""
-        from pipelines.refresh import check_run
+        from conceptkit.pipelines.annotation.refresh import check_run
 
         return check_run(built["out"])
 

@@ -3,7 +3,7 @@
 ### Tasks
 `refresh_annotations` -> `push_review_tasks`
 
-- **refresh_annotations**: `pipelines.refresh.refresh_run`: items whose id and content hash are already annotated are
+- **refresh_annotations**: `conceptkit.pipelines.annotation.refresh.refresh_run`: items whose id and content hash are already annotated are
   left alone; new or changed items are embedded with the run's model and annotated with its concept set and index
   (no LLM call, no concept regeneration); the run directory is swapped into place in one step. Skipped (with the
   push after it) when nothing is new or changed, so a rerun of the same logical date writes nothing.
@@ -42,8 +42,8 @@ def concept_dataset_refresh():
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from conceptkit_airflow import latest_run, resolve_path, runs_dir
-        from pipelines.items import InputError
-        from pipelines.refresh import RunCheckError, refresh_run
+        from conceptkit.pipelines.readers.items import InputError
+        from conceptkit.pipelines.annotation.refresh import RunCheckError, refresh_run
 
         params = get_current_context()["params"]
         run_dir = runs_dir() / params["run"] if params["run"] else latest_run()

@@ -153,11 +153,11 @@ def secret_env(values: Mapping[str, str]) -> Iterator[None]:
 
 
 def label_studio_function(name: str):
-    """``pipelines.labelstudio_cli.<name>``, or None when this conceptkit install has no Label Studio support."""
+    """``conceptkit.pipelines.cli.labelstudio.<name>``, or None when this conceptkit install has no Label Studio support."""
     try:
-        module = importlib.import_module("pipelines.labelstudio_cli")
+        module = importlib.import_module("conceptkit.pipelines.cli.labelstudio")
     except ModuleNotFoundError as exc:
-        if exc.name != "pipelines.labelstudio_cli":
+        if exc.name != "conceptkit.pipelines.cli.labelstudio":
             raise
         return None
     return getattr(module, name, None)
@@ -187,7 +187,7 @@ def label_studio_connection():
 
 
 def call_label_studio(name: str, run_dir: str | os.PathLike[str], conn, **options: Any) -> Any:
-    """``pipelines.labelstudio_cli.<name>(run_dir, url=..., token_env=..., **options)``, what ``conceptkit ls`` calls,
+    """``conceptkit.pipelines.cli.labelstudio.<name>(run_dir, url=..., token_env=..., **options)``, what ``conceptkit ls`` calls,
     with the connection's token in an environment variable for the duration of the call."""
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -195,7 +195,7 @@ def call_label_studio(name: str, run_dir: str | os.PathLike[str], conn, **option
     if function is None:
         raise AirflowFailException(
             f"connection {LABEL_STUDIO_CONN_ID!r} is defined but this conceptkit install has no "
-            f"pipelines.labelstudio_cli.{name}; install conceptkit[labelstudio] from a version that has it"
+            f"conceptkit.pipelines.cli.labelstudio.{name}; install conceptkit[labelstudio] from a version that has it"
         )
     user_error = getattr(importlib.import_module(function.__module__), "ReviewError", ())
     with secret_env({LABEL_STUDIO_TOKEN_ENV: conn.password or ""}):

@@ -7,7 +7,7 @@
   of run names), else every run under the runs directory that has been pushed to Label Studio (`review.json`).
   Skips the whole DAG run, with the reason in the log, when no `conceptkit_labelstudio` connection is defined, when this conceptkit install has no
   Label Studio support, or when there is no run to sync.
-- **pull_verified_labels**: `pipelines.labelstudio_cli.ls_pull`, what `conceptkit ls pull RUN` calls: it exports the
+- **pull_verified_labels**: `conceptkit.pipelines.cli.labelstudio.ls_pull`, what `conceptkit ls pull RUN` calls: it exports the
   run's annotations, writes `verified.parquet` (only new or changed annotations are added), merges human labels
   over model labels (`merged.parquet`) and refits per-concept thresholds. Skipped for a run whose pull found no
   added, changed or removed annotation.
@@ -44,7 +44,7 @@ def label_studio_sync():
 
         label_studio_connection()
         if label_studio_function("ls_pull") is None:
-            raise AirflowSkipException("this conceptkit install has no pipelines.labelstudio_cli.ls_pull")
+            raise AirflowSkipException("this conceptkit install has no conceptkit.pipelines.cli.labelstudio.ls_pull")
         runs = get_current_context()["params"]["runs"] or json.loads(Variable.get("conceptkit_active_runs", "[]"))
         if not runs:
             names = (p.parent.name for p in runs_dir().glob("*/review.json"))

@@ -1,3 +1,2 @@
-"""How the work runs: pure stage logic in plain modules, thin Beam wiring in ``transforms``, the CLI in ``cli``."""
-
-__version__ = "0.1.0"
+"""How the work runs: stage folders (readers, generation, selection, annotation, review, runs), thin Beam wiring
+in ``transforms``, the build in ``build`` and the CLI in ``cli``."""

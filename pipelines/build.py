@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pipelines import __version__
-from pipelines.config import BuildConfig, ConfigError
-from pipelines.items import load_items
-from pipelines.llm import ChatClient, ClientSettings, LLMCache, check_endpoint
-from pipelines.prompts import build_requests
-from pipelines.rundir import StagedRun
+from conceptkit import __version__
+from conceptkit.pipelines.config import BuildConfig, ConfigError
+from conceptkit.pipelines.readers.items import load_items
+from conceptkit.pipelines.generation.client import ChatClient, ClientSettings, LLMCache, check_endpoint
+from conceptkit.pipelines.generation.prompts import build_requests
+from conceptkit.pipelines.runs.staging import StagedRun
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def _with_local_dask(cfg: BuildConfig, stack: ExitStack) -> BuildConfig:
 
 def llm_settings(cfg: BuildConfig) -> tuple[ClientSettings, bool]:
     """Client settings and whether they point at the embedded model."""
-    from pipelines.llm_server import MODEL_NAME, base_url
+    from conceptkit.pipelines.generation.server import MODEL_NAME, base_url
 
     embedded = cfg.llm.base_url is None
     if not embedded and not cfg.llm.model:
@@ -159,7 +159,7 @@ def run_build(cfg: BuildConfig, *, argv: list[str] | None = None, cached_only: b
         if need_llm and embedded:
             logger.info("starting the embedded LLM on 127.0.0.1:%d (first start assembles the model: ~1 min)",
                         cfg.llm.embedded_port)
-            from pipelines.llm_server import EmbeddedModelError, EmbeddedServer
+            from conceptkit.pipelines.generation.server import EmbeddedModelError, EmbeddedServer
 
             cfg.cache_path().mkdir(parents=True, exist_ok=True)
             try:
@@ -184,7 +184,7 @@ def run_build(cfg: BuildConfig, *, argv: list[str] | None = None, cached_only: b
 
         pq.write_table(loaded.table, staged, row_group_size=cfg.annotation.rows_per_shard)
         n_groups = pq.ParquetFile(staged).num_row_groups
-        from pipelines.transforms import run_pipeline
+        from conceptkit.pipelines.transforms import run_pipeline
 
         t = time.perf_counter()
         try:
@@ -197,14 +197,14 @@ def run_build(cfg: BuildConfig, *, argv: list[str] | None = None, cached_only: b
         except Exception as exc:  # the runner wraps worker errors; report the cause in one line
             raise RunError(f"pipeline failed: {' '.join(str(exc).split())[:500]}") from exc
         timings["pipeline"] = time.perf_counter() - t
-        from pipelines.review import join_task_files
+        from conceptkit.pipelines.review.tasks import join_task_files
 
         join_task_files(run.path("_staging", "tasks"), run.path("labelstudio", "tasks.json"))
         selection_path = run.path("_staging", "selection.json")
         metrics["selection"] = json.loads(selection_path.read_text()) if selection_path.exists() else None
         shutil.rmtree(run.path("_staging"))
         summary = _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv, started)
-        from pipelines.card import write_dataset_card
+        from conceptkit.pipelines.runs.card import write_dataset_card
 
         write_dataset_card(run.tmp)
         run.commit()
@@ -216,11 +216,11 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
     """Check the accounting, write config.xml and the manifest into the staged run."""
     import pyarrow.parquet as pq
 
-    from pipelines.review import item_review_config
-    from schemas.concepts import CONCEPTS
-    from schemas.io import read_table
-    from schemas.llm_calls import LLM_CALLS
-    from schemas.rejects import REJECTS
+    from conceptkit.pipelines.review.tasks import item_review_config
+    from conceptkit.schemas.concepts import CONCEPTS
+    from conceptkit.schemas.io import read_table
+    from conceptkit.schemas.llm_calls import LLM_CALLS
+    from conceptkit.schemas.rejects import REJECTS
 
     concepts = read_table(run.path("concepts.parquet"), CONCEPTS)
     if concepts.num_rows == 0:
@@ -238,7 +238,7 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
     for stage in STAGES:
         timings[stage] = metrics.get(f"{stage}_ms", 0) / 1000
     timings["total"] = time.perf_counter() - started
-    from schemas.candidates import CANDIDATES
+    from conceptkit.schemas.candidates import CANDIDATES
 
     status = read_table(run.path("candidates.parquet"), CANDIDATES).column("status").to_pylist()
     counts = {

@@ -72,7 +72,7 @@ class PromptTemplate(_Frozen):
     @field_validator("template")
     @classmethod
     def _placeholders(cls, value: str) -> str:
-        from pipelines.prompts import check_template
+        from conceptkit.pipelines.generation.prompts import check_template
 
         check_template(value)
         return value

@@ -21,10 +21,10 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from pipelines.config import AnnotationConfig, EmbeddingConfig, FilterConfig, SelectionConfig
-from pipelines.llm import ClientSettings
-from pipelines.parse import ParseError, parse_candidates
-from pipelines.prompts import ConceptRequest, concepts_schema
+from conceptkit.pipelines.config import AnnotationConfig, EmbeddingConfig, FilterConfig, SelectionConfig
+from conceptkit.pipelines.generation.client import ClientSettings
+from conceptkit.pipelines.generation.parse import ParseError, parse_candidates
+from conceptkit.pipelines.generation.prompts import ConceptRequest, concepts_schema
 
 logger = logging.getLogger(__name__)
 NS = "conceptkit"
@@ -74,7 +74,7 @@ class ValidateItems(beam.DoFn):
         self.max_text_chars = max_text_chars
 
     def process(self, element: tuple[int, list[dict]]):
-        from pipelines.items import validate_row
+        from conceptkit.pipelines.readers.items import validate_row
 
         group, rows = element
         valid = []
@@ -98,7 +98,7 @@ class GenerateCandidates(beam.DoFn):
         self.client = None
 
     def setup(self) -> None:
-        from pipelines.llm import ChatClient
+        from conceptkit.pipelines.generation.client import ChatClient
 
         self.client = ChatClient(self.settings)
 
@@ -168,7 +168,7 @@ class EmbedItems(beam.DoFn):
         self.embedder = None
 
     def setup(self) -> None:
-        from annotators.embedding import TextEmbedder
+        from conceptkit.annotators.embedding import TextEmbedder
 
         self.embedder = TextEmbedder(
             self.cfg.model, device=self.cfg.device, threads=self.cfg.threads, batch_size=self.cfg.batch_size
@@ -176,7 +176,7 @@ class EmbedItems(beam.DoFn):
         self.embedder.load()
 
     def _embed_images(self, rows: list[dict]):
-        from annotators.embedding import load_image
+        from conceptkit.annotators.embedding import load_image
         images, keys, kept = {}, [], []
         for row in rows:
             try:
@@ -270,7 +270,7 @@ class ScoreHistograms(beam.DoFn):
         self.units_dir = units_dir
 
     def process(self, group: int, selection: dict):
-        from pipelines.thresholds import score_histograms
+        from conceptkit.pipelines.annotation.thresholds import score_histograms
 
         concepts = selection["concepts"]
         if not concepts:
@@ -282,7 +282,7 @@ class ScoreHistograms(beam.DoFn):
 
 def calibrate(histograms: list[np.ndarray], n_concepts: int) -> np.ndarray:
     """Summed histograms -> per-concept thresholds (Otsu; see pipelines/thresholds.py)."""
-    from pipelines.thresholds import BINS, otsu_thresholds
+    from conceptkit.pipelines.annotation.thresholds import BINS, otsu_thresholds
 
     total = np.zeros((n_concepts, BINS), dtype=np.int64)
     for h in histograms:
@@ -327,7 +327,7 @@ class FilterCandidates(beam.DoFn):
         self.embedder = None
 
     def setup(self) -> None:
-        from annotators.embedding import TextEmbedder
+        from conceptkit.annotators.embedding import TextEmbedder
 
         self.embedder = TextEmbedder(
             self.embedding.model, device=self.embedding.device, threads=self.embedding.threads,
@@ -335,7 +335,7 @@ class FilterCandidates(beam.DoFn):
         )
 
     def process(self, rows: list[dict]):
-        from pipelines.filters import Candidate, filter_embedded, filter_text
+        from conceptkit.pipelines.selection.filters import Candidate, filter_embedded, filter_text
 
         with timed("filter"):
             # Stable order whatever the runner delivered: by class, prompt, sample, then the LLM's own order.
@@ -361,7 +361,7 @@ class SelectConcepts(beam.DoFn):
         self.classes = list(classes)
 
     def process(self, filtered: dict, sums: dict):
-        from pipelines.selection import select_concepts
+        from conceptkit.pipelines.selection.stage import select_concepts
 
         with timed("select"):
             means = {}
@@ -398,7 +398,7 @@ class WriteIndex(beam.DoFn):
         self.cfg = cfg  # IndexConfig
 
     def process(self, selection: dict):
-        from annotators.index import ConceptIndex
+        from conceptkit.annotators.index import ConceptIndex
 
         concepts = selection["concepts"]
         if not concepts:
@@ -429,7 +429,7 @@ class AnnotateBatch(beam.DoFn):
         self._index = None
 
     def _index_for(self, selection: dict):
-        from annotators.index import ConceptIndex
+        from conceptkit.annotators.index import ConceptIndex
 
         key = id(selection)
         if self._index_key != key:
@@ -447,8 +447,8 @@ class AnnotateBatch(beam.DoFn):
     def process(self, group: int, selection: dict, thresholds: np.ndarray):
         import json
 
-        from annotators.embedding import annotate
-        from pipelines.review import item_task
+        from conceptkit.annotators.embedding import annotate
+        from conceptkit.pipelines.review.tasks import item_task
 
         if not selection["concepts"]:
             return
@@ -474,7 +474,7 @@ class AnnotateBatch(beam.DoFn):
                     ticked=[int(c) for c in top_ids[i] if present[i, c]],
                 )
                 tasks.append(json.dumps(task.model_dump(mode="json"), ensure_ascii=False))
-            from schemas.io import write_text_atomic
+            from conceptkit.schemas.io import write_text_atomic
 
             write_text_atomic(Path(self.tasks_dir) / f"unit-{group:07d}.jsonl", "".join(t + "\n" for t in tasks))
         yield shard
@@ -488,8 +488,8 @@ class WriteShards(beam.DoFn):
         self.directory = directory
 
     def process(self, rows: list[dict], n_concepts: int):
-        from schemas.annotations import annotations_schema
-        from schemas.io import write_table
+        from conceptkit.schemas.annotations import annotations_schema
+        from conceptkit.schemas.io import write_table
 
         name = f"part-{uuid.uuid4().hex[:16]}.parquet"
         with timed("write"):
@@ -524,7 +524,7 @@ class WriteJson(beam.DoFn):
     def process(self, value):
         import json
 
-        from schemas.io import write_text_atomic
+        from conceptkit.schemas.io import write_text_atomic
 
         write_text_atomic(self.path, json.dumps(value, indent=2, default=float) + "\n")
         yield self.path
@@ -538,7 +538,7 @@ class WriteTable(beam.DoFn):
         self.schema = schema
 
     def process(self, rows: list[dict]):
-        from schemas.io import write_table
+        from conceptkit.schemas.io import write_table
 
         with timed("write"):
             write_table(self.path, rows, self.schema)
@@ -581,10 +581,10 @@ def build_pipeline(
     """Compose the whole build as one graph writing into ``run_dir`` (the staged run directory)."""
     from dataclasses import asdict
 
-    from schemas.candidates import CANDIDATES
-    from schemas.concepts import CONCEPTS
-    from schemas.llm_calls import LLM_CALLS
-    from schemas.rejects import REJECTS
+    from conceptkit.schemas.candidates import CANDIDATES
+    from conceptkit.schemas.concepts import CONCEPTS
+    from conceptkit.schemas.llm_calls import LLM_CALLS
+    from conceptkit.schemas.rejects import REJECTS
 
     p = pipeline
     embedding_cache = str(cfg.cache_path() / "embeddings") if cfg.embedding.cache else None
@@ -682,7 +682,7 @@ def pipeline_options(cfg):
     """Beam options for ``cfg.runner``: the in-process direct runner by default (it makes no network call)."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.config import ConfigError
+    from conceptkit.pipelines.config import ConfigError
 
     if cfg.runner.runner == "direct":
         args = ["--runner=DirectRunner", f"--direct_num_workers={cfg.runner.direct_num_workers}"]

@@ -8,7 +8,7 @@ labels, stored sparsely).
 
 import pyarrow as pa
 
-from schemas.base import named_schema
+from conceptkit.schemas.base import named_schema
 
 VERSION = 1
 

@@ -7,7 +7,7 @@ accepted candidates that the selection stage kept.
 
 import pyarrow as pa
 
-from schemas.base import named_schema
+from conceptkit.schemas.base import named_schema
 
 STATUSES = ("accepted", "merged", "rejected")
 

@@ -9,7 +9,7 @@ distribution over the run's items; see ``pipelines/thresholds.py``).
 
 import pyarrow as pa
 
-from schemas.base import named_schema
+from conceptkit.schemas.base import named_schema
 
 CONCEPTS = named_schema(
     "concepts",

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.base import schema_differences, schema_identity
+from conceptkit.schemas.base import schema_differences, schema_identity
 
 
 class SchemaMismatch(ValueError):

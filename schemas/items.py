@@ -2,7 +2,7 @@
 
 import pyarrow as pa
 
-from schemas.base import named_schema
+from conceptkit.schemas.base import named_schema
 
 ITEMS = named_schema(
     "items",

@@ -1,7 +1,7 @@
 """Label Studio task models: the JSON that a run exports for human review (tasks with model predictions).
 
-Three review modes share these models; each mode's labeling config (``pipelines.review``) names its controls with
-the constants below, and the pull step (``annotators.labelstudio``) reads annotation results by the same names.
+Three review modes share these models; each mode's labeling config (``conceptkit.pipelines.review.tasks``) names its controls with
+the constants below, and the pull step (``conceptkit.annotators.labelstudio``) reads annotation results by the same names.
 
 - item review: an item's text and a checklist of its candidate concepts (pre-ticked by the model) plus a box for
   missing concepts. Data: ``TaskData``.

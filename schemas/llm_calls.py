@@ -6,7 +6,7 @@ failed request (``http_503``, ``timeout``, ``budget_exceeded``...), null on succ
 
 import pyarrow as pa
 
-from schemas.base import named_schema
+from conceptkit.schemas.base import named_schema
 
 LLM_CALLS = named_schema(
     "llm_calls",

@@ -2,7 +2,7 @@
 
 import pyarrow as pa
 
-from schemas.base import named_schema
+from conceptkit.schemas.base import named_schema
 
 REJECTS = named_schema(
     "rejects",

@@ -18,7 +18,7 @@ next selection.
 
 import pyarrow as pa
 
-from schemas.base import named_schema
+from conceptkit.schemas.base import named_schema
 
 VERIFIED = named_schema(
     "verified",

@@ -4,7 +4,7 @@ Migrating a new Label Studio database takes about a minute; a copy of a migrated
 template lives in the temp directory, keyed by the Label Studio version and the test credentials, and is built
 under a file lock (other sessions may be building it at the same time). Each session copies it, starts a server
 on a free 127.0.0.1 port and sets ``LABEL_STUDIO_API_KEY``. ``tiny_run`` writes a small run directory with
-``schemas.io.write_table`` and the real task builder, so tests need neither an LLM nor an embedding model.
+``conceptkit.schemas.io.write_table`` and the real task builder, so tests need neither an LLM nor an embedding model.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _label_studio_version() -> str | None:
 
 
 def _template(version: str) -> Path:
-    from annotators.labelstudio import LocalLabelStudio, free_port
+    from conceptkit.annotators.labelstudio import LocalLabelStudio, free_port
 
     root = Path(os.environ.get("CONCEPTKIT_LS_TEMPLATE_DIR", tempfile.gettempdir()))
     template = root / f"conceptkit-ls-template-{version}-{uuid.uuid5(uuid.NAMESPACE_URL, USERNAME + TOKEN).hex[:8]}"
@@ -65,7 +65,7 @@ def ls_server(tmp_path_factory):
     version = _label_studio_version()
     if version is None:
         pytest.skip("label-studio is not installed (pip install -e '.[labelstudio]')")
-    from annotators.labelstudio import LocalLabelStudio, free_port
+    from conceptkit.annotators.labelstudio import LocalLabelStudio, free_port
 
     data_dir = tmp_path_factory.mktemp("labelstudio") / "data"
     shutil.copytree(_template(version), data_dir)
@@ -86,7 +86,7 @@ def ls_server(tmp_path_factory):
 @pytest.fixture
 def ls(ls_server):
     """The session's server, restarted on a fresh port if a previous test left it stopped."""
-    from annotators.labelstudio import free_port
+    from conceptkit.annotators.labelstudio import free_port
 
     if not ls_server.running():
         ls_server.port = free_port()
@@ -108,10 +108,10 @@ def write_run(out: Path, *, run_id: str, n_per_class: int = 4, seed: int = 0,
     Scores favour the item's own class's concepts, so the pre-ticks look like a real run's. ``texts`` overrides
     item texts by id; ``extra_items`` appends items (ids continue the sequence).
     """
-    from pipelines.review import item_task, pretick_floor, write_tasks
-    from schemas.annotations import annotations_schema
-    from schemas.concepts import CONCEPTS
-    from schemas.io import write_table
+    from conceptkit.pipelines.review.tasks import item_task, pretick_floor, write_tasks
+    from conceptkit.schemas.annotations import annotations_schema
+    from conceptkit.schemas.concepts import CONCEPTS
+    from conceptkit.schemas.io import write_table
 
     names = [c for cs in CLASSES.values() for c in cs]
     concept_rows = []

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from conftest import demo_rows, write_csv
-from pipelines.cli import main
+from conceptkit.pipelines.cli.main import main
 
 
 @pytest.fixture
@@ -111,9 +111,9 @@ def test_unlabelled_items_need_classes(tmp_path, capsys, good_rows):
 
 
 def test_help_documents_every_flag():
-    out = subprocess.run([sys.executable, "-m", "pipelines.cli", "build", "--help"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "conceptkit.pipelines.cli.main", "build", "--help"], capture_output=True, text=True,
                          check=True).stdout
-    from pipelines.cli import BUILD_FLAGS
+    from conceptkit.pipelines.cli.main import BUILD_FLAGS
 
     for flag, _, _ in BUILD_FLAGS:
         assert flag in out

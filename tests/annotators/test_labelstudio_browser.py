@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from annotators.labelstudio import LabelStudioClient
-from pipelines.labelstudio_cli import ls_push
+from conceptkit.annotators.labelstudio import LabelStudioClient
+from conceptkit.pipelines.cli.labelstudio import ls_push
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "labelstudio-review.png"

@@ -7,8 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from annotators.labelstudio import human_candidate_rows, verified_rows
-from pipelines.review import (
+from conceptkit.annotators.labelstudio import human_candidate_rows, verified_rows
+from conceptkit.pipelines.review.tasks import (
     concept_list_tasks,
     item_review_config,
     item_task,
@@ -20,8 +20,8 @@ from pipelines.review import (
     select_uncertain_diverse,
     task_json,
 )
-from schemas.labelstudio import REVIEW_MODES, Task
-from schemas.verified import HUMAN_CANDIDATES, MERGED, VERIFIED
+from conceptkit.schemas.labelstudio import REVIEW_MODES, Task
+from conceptkit.schemas.verified import HUMAN_CANDIDATES, MERGED, VERIFIED
 
 
 def test_every_mode_has_a_wellformed_config():

@@ -39,7 +39,7 @@ def test_each_dag_file_parses_under_a_second(dagbag):
 
 def test_dag_files_import_nothing_heavy():
     """Parsing a DAG file must not pull in Beam, torch or the pipelines (they load inside tasks)."""
-    heavy = ["apache_beam", "torch", "sentence_transformers", "faiss", "pipelines", "annotators", "pyarrow"]
+    heavy = ["apache_beam", "torch", "sentence_transformers", "faiss", "conceptkit.pipelines", "conceptkit.annotators", "pyarrow"]
     code = (
         "import sys, runpy; sys.path.insert(0, sys.argv[1])\n"
         "for f in sys.argv[2:]: runpy.run_path(f)\n"

@@ -16,9 +16,9 @@ WHEN = datetime(2025, 6, 4, tzinfo=timezone.utc)
 
 def label_studio_functions_missing() -> str | None:
     try:
-        from pipelines.labelstudio_cli import ls_pull, ls_push  # noqa: F401
+        from conceptkit.pipelines.cli.labelstudio import ls_pull, ls_push  # noqa: F401
     except ImportError as exc:
-        return f"pipelines.labelstudio_cli.ls_push/ls_pull not available yet ({exc})"
+        return f"conceptkit.pipelines.cli.labelstudio.ls_push/ls_pull not available yet ({exc})"
     return None
 
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pyarrow.parquet as pq
 
-from annotators.embedding import TextEmbedder
+from conceptkit.annotators.embedding import TextEmbedder
 
 
 def test_refresh_dag_embeds_only_new_items_and_reruns_cleanly(run_dag, run_copy, shared, new_items, tmp_path,

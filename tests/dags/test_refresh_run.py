@@ -1,4 +1,4 @@
-"""pipelines.refresh on a copy of the built demo run: only new or changed items are embedded, each item once."""
+"""conceptkit.pipelines.annotation.refresh on a copy of the built demo run: only new or changed items are embedded, each item once."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from annotators.embedding import TextEmbedder
-from pipelines.refresh import RunChangedError, check_run, refresh_run
+from conceptkit.annotators.embedding import TextEmbedder
+from conceptkit.pipelines.annotation.refresh import RunChangedError, check_run, refresh_run
 
 class CountingEmbedder(TextEmbedder):
     """The run's model, recording every text it embeds."""

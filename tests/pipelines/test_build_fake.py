@@ -7,13 +7,13 @@ import pytest
 
 from conftest import DEMO_ANSWERS, demo_rows, fake_overrides, write_csv
 from fake_llm import FakeLLM
-from pipelines.build import run_build
-from pipelines.config import load_config
-from schemas.annotations import annotations_schema
-from schemas.candidates import CANDIDATES
-from schemas.concepts import CONCEPTS
-from schemas.io import read_table
-from schemas.rejects import REJECTS
+from conceptkit.pipelines.build import run_build
+from conceptkit.pipelines.config import load_config
+from conceptkit.schemas.annotations import annotations_schema
+from conceptkit.schemas.candidates import CANDIDATES
+from conceptkit.schemas.concepts import CONCEPTS
+from conceptkit.schemas.io import read_table
+from conceptkit.schemas.rejects import REJECTS
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_annotation_scores_agree_with_faiss_top_k(built):
 
 
 def test_select_reruns_selection_without_llm(built, tmp_path, capsys):
-    from pipelines.cli import main
+    from conceptkit.pipelines.cli.main import main
 
     rc = main(["select", str(built["out"]), "--k-per-class", "2", "--out", str(tmp_path / "k2")])
     assert rc == 0, capsys.readouterr().err
@@ -181,7 +181,7 @@ def test_bad_rows_become_rejects_and_the_rest_proceed(tmp_path):
 
 
 def test_any_beam_runner_through_beam_args(tmp_path, capsys):
-    from pipelines.cli import main
+    from conceptkit.pipelines.cli.main import main
 
     rows = demo_rows(per_class=2, classes=["cooking", "music"])
     items = write_csv(tmp_path / "items.csv", rows)

@@ -5,13 +5,13 @@ import pytest
 
 from conftest import DEMO_ANSWERS, demo_rows, fake_overrides, write_csv
 from fake_llm import FakeLLM
-from pipelines.build import run_build
-from pipelines.config import load_config
-from schemas.annotations import annotations_schema
-from schemas.candidates import CANDIDATES
-from schemas.concepts import CONCEPTS
-from schemas.io import read_table
-from schemas.rejects import REJECTS
+from conceptkit.pipelines.build import run_build
+from conceptkit.pipelines.config import load_config
+from conceptkit.schemas.annotations import annotations_schema
+from conceptkit.schemas.candidates import CANDIDATES
+from conceptkit.schemas.concepts import CONCEPTS
+from conceptkit.schemas.io import read_table
+from conceptkit.schemas.rejects import REJECTS
 
 pytest.importorskip("dask.distributed")
 
@@ -68,7 +68,7 @@ def test_worker_killed_mid_run_completes_or_fails_loudly(tmp_path):
 
     from dask.distributed import LocalCluster
 
-    from pipelines.build import RunError
+    from conceptkit.pipelines.build import RunError
 
     rows = demo_rows(per_class=6, classes=["cooking", "music", "travel"])
     items = write_csv(tmp_path / "items.csv", rows)

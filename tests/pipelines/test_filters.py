@@ -1,7 +1,7 @@
 import numpy as np
 
-from pipelines.config import FilterConfig
-from pipelines.filters import Candidate, count_by_status, filter_embedded, filter_text, leaks_name, normalize_concept
+from conceptkit.pipelines.config import FilterConfig
+from conceptkit.pipelines.selection.filters import Candidate, count_by_status, filter_embedded, filter_text, leaks_name, normalize_concept
 
 
 def cand(raw, cls="bird", **kw):
@@ -53,7 +53,7 @@ def test_embedded_filters_merge_near_duplicates_across_classes():
 
 
 def test_plural_and_punctuation_variants_are_duplicates():
-    from pipelines.filters import duplicate_key
+    from conceptkit.pipelines.selection.filters import duplicate_key
 
     assert duplicate_key("recipes") == duplicate_key("recipe")
     assert duplicate_key("berries") == duplicate_key("berry")

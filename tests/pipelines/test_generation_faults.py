@@ -11,12 +11,12 @@ import pytest
 
 from conftest import DEMO_ANSWERS, ROOT, demo_rows, fake_overrides, write_csv
 from fake_llm import FakeLLM
-from pipelines.build import run_build
-from pipelines.config import load_config
-from schemas.concepts import CONCEPTS
-from schemas.io import read_table
-from schemas.llm_calls import LLM_CALLS
-from schemas.rejects import REJECTS
+from conceptkit.pipelines.build import run_build
+from conceptkit.pipelines.config import load_config
+from conceptkit.schemas.concepts import CONCEPTS
+from conceptkit.schemas.io import read_table
+from conceptkit.schemas.llm_calls import LLM_CALLS
+from conceptkit.schemas.rejects import REJECTS
 
 CLASSES = ["cooking", "sports", "weather", "travel"]
 
@@ -77,7 +77,7 @@ def test_penalties_and_seed_reach_the_endpoint(tmp_path, items):
 
 
 def test_rate_limit_spaces_requests(tmp_path, items):
-    from pipelines.llm import ChatClient, ClientSettings
+    from conceptkit.pipelines.generation.client import ChatClient, ClientSettings
 
     with FakeLLM(DEMO_ANSWERS) as fake:
         client = ChatClient(ClientSettings(base_url=fake.base_url, model="m", requests_per_minute=120))
@@ -90,7 +90,7 @@ def test_rate_limit_spaces_requests(tmp_path, items):
 def test_api_key_never_leaks(tmp_path, items, monkeypatch, capsys):
     secret = "sk-test-DO-NOT-LEAK-0123456789"
     monkeypatch.setenv("CK_SECRET_KEY", secret)
-    from pipelines.cli import main
+    from conceptkit.pipelines.cli.main import main
 
     with FakeLLM(DEMO_ANSWERS, faults=["400"]) as fake:
         out = tmp_path / "runs" / "s"
@@ -111,7 +111,7 @@ def test_kill_9_mid_generation_then_rerun(tmp_path, items):
         overrides = fake_overrides(fake, tmp_path, items, llm={"concurrency": 1},
                                    generation={"family": "lfcbm"})
         (tmp_path / "overrides.json").write_text(json.dumps(overrides))
-        code = ("import json, sys; from pipelines.config import load_config; from pipelines.build import run_build; "
+        code = ("import json, sys; from conceptkit.pipelines.config import load_config; from conceptkit.pipelines.build import run_build; "
                 f"run_build(load_config(None, json.load(open({str(tmp_path / 'overrides.json')!r}))))")
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ))
         deadline = time.monotonic() + 120

@@ -9,12 +9,12 @@ import pytest
 
 from conftest import fake_overrides, write_csv
 from fake_llm import FakeLLM
-from pipelines.build import run_build
-from pipelines.config import load_config
-from schemas.annotations import annotations_schema
-from schemas.concepts import CONCEPTS
-from schemas.io import read_table
-from schemas.rejects import REJECTS
+from conceptkit.pipelines.build import run_build
+from conceptkit.pipelines.config import load_config
+from conceptkit.schemas.annotations import annotations_schema
+from conceptkit.schemas.concepts import CONCEPTS
+from conceptkit.schemas.io import read_table
+from conceptkit.schemas.rejects import REJECTS
 
 WORDS = "a photo of the red blue round square striped spotted long short beak wings tail fur feathers green".split()
 ANSWERS = {"bird": ["long beak", "feathers", "wings", "green tail"], "cat": ["striped fur", "round", "short tail"]}

@@ -5,9 +5,9 @@ import sqlite3
 import pytest
 
 from fake_llm import FakeLLM
-from pipelines.llm import ChatClient, ClientSettings
-from pipelines.parse import parse_candidates
-from pipelines.prompts import build_requests, concepts_schema
+from conceptkit.pipelines.generation.client import ChatClient, ClientSettings
+from conceptkit.pipelines.generation.parse import parse_candidates
+from conceptkit.pipelines.generation.prompts import build_requests, concepts_schema
 
 REQ = build_requests(["cooking"], family="text", domain="texts", n=4)[0]
 

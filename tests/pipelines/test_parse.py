@@ -1,6 +1,6 @@
 import pytest
 
-from pipelines.parse import ParseError, cut_repetition, parse_candidates
+from conceptkit.pipelines.generation.parse import ParseError, cut_repetition, parse_candidates
 
 
 def test_json_object():

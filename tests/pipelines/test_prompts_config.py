@@ -1,7 +1,7 @@
 import pytest
 
-from pipelines.config import ConfigError, load_config
-from pipelines.prompts import FAMILIES, build_requests, check_template
+from conceptkit.pipelines.config import ConfigError, load_config
+from conceptkit.pipelines.generation.prompts import FAMILIES, build_requests, check_template
 
 
 def test_families_have_documented_sizes():

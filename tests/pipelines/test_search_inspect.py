@@ -10,16 +10,16 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from annotators.embedding import TextEmbedder
+from conceptkit.annotators.embedding import TextEmbedder
 from conftest import DEMO_ANSWERS, demo_rows, fake_overrides, write_csv
 from fake_llm import FakeLLM
-from pipelines.build import run_build
-from pipelines.card import write_dataset_card
-from pipelines.config import load_config
-from pipelines.explore_cli import register
-from pipelines.inspection import inspect_run, inspect_tables
-from pipelines.rundata import RunNotFound
-from pipelines.search import SearchError, format_search, search_run
+from conceptkit.pipelines.build import run_build
+from conceptkit.pipelines.runs.card import write_dataset_card
+from conceptkit.pipelines.config import load_config
+from conceptkit.pipelines.cli.explore import register
+from conceptkit.pipelines.runs.inspection import inspect_run, inspect_tables
+from conceptkit.pipelines.runs.run import RunNotFound
+from conceptkit.pipelines.runs.search import SearchError, format_search, search_run
 
 CLASSES = ["cooking", "music", "weather"]
 PER_CLASS = 8

@@ -1,4 +1,4 @@
-"""Tests for pipelines.submodular: golden rankings, optimiser equivalence, bounds and errors."""
+"""Tests for conceptkit.pipelines.selection.submodular: golden rankings, optimiser equivalence, bounds and errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines import submodular as sm
+from conceptkit.pipelines.selection import submodular as sm
 
 # Five points on a line at 0, 1, 2, 6, 7: similarity 1 / (1 + distance).
 POSITIONS = np.array([0.0, 1.0, 2.0, 6.0, 7.0])

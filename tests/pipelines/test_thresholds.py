@@ -1,6 +1,6 @@
 import numpy as np
 
-from pipelines.thresholds import BINS, otsu_thresholds, score_histograms
+from conceptkit.pipelines.annotation.thresholds import BINS, otsu_thresholds, score_histograms
 
 
 def test_histograms_count_every_score():

@@ -5,12 +5,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from schemas.annotations import annotations_schema
-from schemas.candidates import CANDIDATES
-from schemas.concepts import CONCEPTS
-from schemas.io import SchemaMismatch, read_table, write_table
-from schemas.items import ITEMS
-from schemas.rejects import REJECTS
+from conceptkit.schemas.annotations import annotations_schema
+from conceptkit.schemas.candidates import CANDIDATES
+from conceptkit.schemas.concepts import CONCEPTS
+from conceptkit.schemas.io import SchemaMismatch, read_table, write_table
+from conceptkit.schemas.items import ITEMS
+from conceptkit.schemas.rejects import REJECTS
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "schemas.golden.txt"
 

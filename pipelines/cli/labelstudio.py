@@ -7,7 +7,7 @@ Push reads a run directory (``manifest.json``, ``concepts.parquet``, ``annotatio
 and brings one Label Studio project per (run name, review mode) up to date; it records the project in
 ``review.json``. Pull exports every project of the run and writes, each atomically and in this order:
 
-- ``verified.parquet``: the people's judgements (``schemas.verified.VERIFIED``), the current state of the
+- ``verified.parquet``: the people's judgements (``conceptkit.schemas.verified.VERIFIED``), the current state of the
   projects pulled, plus the rows of projects not pulled this time (nothing is dropped unless its project says so);
 - ``human_candidates.parquet``: concepts typed by reviewers and concept-list edits, source = human;
 - ``merged.parquet``: human labels over model labels in ``final``, with re-fitted per-concept thresholds;
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from annotators.labelstudio import (
+from conceptkit.annotators.labelstudio import (
     DEFAULT_TOKEN_ENV,
     LabelStudioClient,
     LabelStudioError,
@@ -42,7 +42,7 @@ from annotators.labelstudio import (
     push_tasks,
     verified_rows,
 )
-from pipelines.review import (
+from conceptkit.pipelines.review.tasks import (
     concept_list_tasks,
     concept_task,
     item_review_task,
@@ -53,11 +53,11 @@ from pipelines.review import (
     task_json,
     ticked_choices,
 )
-from schemas.annotations import annotations_schema
-from schemas.concepts import CONCEPTS
-from schemas.io import SchemaMismatch, read_table, write_table
-from schemas.labelstudio import REVIEW_MODES, Task
-from schemas.verified import HUMAN_CANDIDATES, MERGED, VERIFIED
+from conceptkit.schemas.annotations import annotations_schema
+from conceptkit.schemas.concepts import CONCEPTS
+from conceptkit.schemas.io import SchemaMismatch, read_table, write_table
+from conceptkit.schemas.labelstudio import REVIEW_MODES, Task
+from conceptkit.schemas.verified import HUMAN_CANDIDATES, MERGED, VERIFIED
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    from schemas.io import write_text_atomic
+    from conceptkit.schemas.io import write_text_atomic
 
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
@@ -441,7 +441,7 @@ def _cmd_pull(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -m pipelines.labelstudio_cli ls ...``) until the main CLI registers ``ls``."""
+    """Stand-alone entry (``python -m conceptkit.pipelines.cli.labelstudio ls ...``) until the main CLI registers ``ls``."""
     parser = argparse.ArgumentParser(prog="conceptkit")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

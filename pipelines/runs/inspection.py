@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from pipelines.rundata import Run, open_run
+from conceptkit.pipelines.runs.run import Run, open_run
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 WIDE_CLASS_TABLE_MAX = 8  # more classes than this: list each class's best concepts instead of a concept x class grid
@@ -138,8 +138,8 @@ def inspect_tables(run_dir: str | os.PathLike[str], *, max_score_items: int = 50
     flat = _flatten(llm)
     tables["llm"] = pl.DataFrame({"llm": list(flat), "value": ["" if v is None else str(v) for v in flat.values()]})
     if (run.path / "llm_calls.parquet").exists():
-        from schemas.io import read_table
-        from schemas.llm_calls import LLM_CALLS
+        from conceptkit.schemas.io import read_table
+        from conceptkit.schemas.llm_calls import LLM_CALLS
 
         tables["llm_calls"] = (
             pl.from_arrow(read_table(run.path / "llm_calls.parquet", LLM_CALLS))

@@ -10,7 +10,7 @@ import logging
 import sys
 from typing import Any
 
-from pipelines import __version__
+from conceptkit import __version__
 
 logger = logging.getLogger("conceptkit")
 
@@ -85,8 +85,8 @@ def _add_build(sub) -> None:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from pipelines.build import RunError, UserError, format_summary, run_build
-    from pipelines.config import ConfigError, load_config
+    from conceptkit.pipelines.build import RunError, UserError, format_summary, run_build
+    from conceptkit.pipelines.config import ConfigError, load_config
 
     overrides: dict[str, Any] = {}
     for key, value in vars(args).items():
@@ -111,8 +111,8 @@ def _cmd_select(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from pipelines.build import RunError, UserError, format_summary, run_build
-    from pipelines.config import BuildConfig, ConfigError
+    from conceptkit.pipelines.build import RunError, UserError, format_summary, run_build
+    from conceptkit.pipelines.config import BuildConfig, ConfigError
 
     manifest = Path(args.run) / "manifest.json"
     try:
@@ -141,7 +141,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
 
 def _cmd_llm_serve(args: argparse.Namespace) -> int:
-    from pipelines.llm_server import EmbeddedModelError, is_healthy, serve
+    from conceptkit.pipelines.generation.server import EmbeddedModelError, is_healthy, serve
 
     if is_healthy(args.port):
         print(f"conceptkit llm serve: an embedded LLM is already running on 127.0.0.1:{args.port}")
@@ -161,10 +161,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_build(sub)
-    from pipelines.explore_cli import register as register_explore
+    from conceptkit.pipelines.cli.explore import register as register_explore
 
     register_explore(sub)
-    from pipelines.labelstudio_cli import register as register_ls
+    from conceptkit.pipelines.cli.labelstudio import register as register_ls
 
     register_ls(sub)
     select = sub.add_parser(
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     # Our own progress lines (one per stage or batch) show by default; libraries speak up with -v.
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for ours in ("pipelines", "annotators", "conceptkit"):
+    for ours in ("conceptkit", "dags"):
         logging.getLogger(ours).setLevel(logging.DEBUG if args.verbose >= 2 else logging.INFO)
     # apache_beam warns at import about optional GCP client libraries that a local build never uses.
     for handler in logging.getLogger().handlers:

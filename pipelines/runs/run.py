@@ -1,7 +1,7 @@
 """Reading a run directory, committed or still staged: its manifest and its tables under their schemas.
 
 In: a directory written by ``conceptkit build`` (it holds ``manifest.json``). Out: a ``Run`` whose readers check
-every table's schema name, version and fields (``schemas.io``). ``RunNotFound`` when the directory is missing or
+every table's schema name, version and fields (``conceptkit.schemas.io``). ``RunNotFound`` when the directory is missing or
 is not a run (no ``manifest.json``); the CLI turns it into a one-line error and exit 2. Reads only.
 """
 
@@ -16,11 +16,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.annotations import annotations_schema
-from schemas.candidates import CANDIDATES
-from schemas.concepts import CONCEPTS
-from schemas.io import check_schema, read_table
-from schemas.rejects import REJECTS
+from conceptkit.schemas.annotations import annotations_schema
+from conceptkit.schemas.candidates import CANDIDATES
+from conceptkit.schemas.concepts import CONCEPTS
+from conceptkit.schemas.io import check_schema, read_table
+from conceptkit.schemas.rejects import REJECTS
 
 MANIFEST = "manifest.json"
 

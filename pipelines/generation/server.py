@@ -129,7 +129,7 @@ class EmbeddedServer:
         model_file()  # assemble (and checksum) before the child starts, so errors surface here
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.llm_server", "--port", str(self.port)],
+            [sys.executable, "-m", "conceptkit.pipelines.generation.server", "--port", str(self.port)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

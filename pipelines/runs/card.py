@@ -17,8 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.rundata import open_run
-from schemas.base import schema_identity
+from conceptkit.pipelines.runs.run import open_run
+from conceptkit.schemas.base import schema_identity
 
 CARD = "README.md"
 CONCEPTS_LISTED_PER_CLASS = 30
@@ -28,7 +28,7 @@ def write_dataset_card(run_dir: str | os.PathLike[str]) -> Path:
     """Write ``<run_dir>/README.md`` from the run's own files; returns its path."""
     run = open_run(run_dir)
     text = render_card(run.path, run.manifest)
-    from schemas.io import write_text_atomic
+    from conceptkit.schemas.io import write_text_atomic
 
     return write_text_atomic(run.path / CARD, text)
 
@@ -54,7 +54,7 @@ def _schema_doc(schema: pa.Schema) -> tuple[str, str]:
     if name is None:
         return "(no schema name)", ""
     try:
-        doc = importlib.import_module(f"schemas.{name}").__doc__ or ""
+        doc = importlib.import_module(f"conceptkit.schemas.{name}").__doc__ or ""
     except ImportError:
         doc = ""
     first = " ".join(doc.strip().split("\n\n")[0].split()).replace("``", "`")  # reST literals to Markdown
@@ -187,10 +187,10 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
         f'table = ds.dataset("{out}/annotations", format="parquet").to_table(columns=["item_id", "top_concept_ids"])',
         "",
         "# schema-checked reads, and the concept index (conceptkit installed)",
-        "from schemas.io import read_table",
-        "from schemas.annotations import annotations_schema",
+        "from conceptkit.schemas.io import read_table",
+        "from conceptkit.schemas.annotations import annotations_schema",
         f'annotations = read_table("{out}/annotations", annotations_schema({n}))',
-        "from annotators.index import ConceptIndex",
+        "from conceptkit.annotators.index import ConceptIndex",
         f'index = ConceptIndex.load("{out}/index")  # index.search(unit_vectors, k) -> (scores, concept_ids)',
         "```",
         "",

@@ -11,8 +11,8 @@ import argparse
 import sys
 from typing import Any
 
-from pipelines.rundata import RunNotFound
-from schemas.io import SchemaMismatch
+from conceptkit.pipelines.runs.run import RunNotFound
+from conceptkit.schemas.io import SchemaMismatch
 
 
 def _user_error(command: str, exc: Exception) -> int:
@@ -21,7 +21,7 @@ def _user_error(command: str, exc: Exception) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from pipelines.search import SearchError, format_search, search_run
+    from conceptkit.pipelines.runs.search import SearchError, format_search, search_run
 
     try:
         result = search_run(args.run, args.query, k=args.k, items=args.items)
@@ -32,7 +32,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from pipelines.inspection import inspect_run
+    from conceptkit.pipelines.runs.inspection import inspect_run
 
     if args.rows < 0:
         return _user_error("inspect", ValueError(f"--rows must be >= 0, got {args.rows}"))
@@ -46,7 +46,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_card(args: argparse.Namespace) -> int:
-    from pipelines.card import write_dataset_card
+    from conceptkit.pipelines.runs.card import write_dataset_card
 
     try:
         path = write_dataset_card(args.run)

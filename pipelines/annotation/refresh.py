@@ -40,14 +40,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.config import BuildConfig
-from pipelines.items import load_items, validate_row
-from pipelines.rundir import StagedRun
-from schemas.annotations import annotations_schema
-from schemas.base import named_schema
-from schemas.concepts import CONCEPTS
-from schemas.io import check_schema, read_table, write_table, write_text_atomic
-from schemas.rejects import REJECTS
+from conceptkit.pipelines.config import BuildConfig
+from conceptkit.pipelines.readers.items import load_items, validate_row
+from conceptkit.pipelines.runs.staging import StagedRun
+from conceptkit.schemas.annotations import annotations_schema
+from conceptkit.schemas.base import named_schema
+from conceptkit.schemas.concepts import CONCEPTS
+from conceptkit.schemas.io import check_schema, read_table, write_table, write_text_atomic
+from conceptkit.schemas.rejects import REJECTS
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def check_run(run_dir: str | os.PathLike[str]) -> dict[str, int]:
     Every contract file exists and reads back with its schema; each item is annotated at most once and the
     annotated + rejected items add up to the manifest's ``items_in``; index and concepts agree.
     """
-    from annotators.index import ConceptIndex
+    from conceptkit.annotators.index import ConceptIndex
 
     run_dir = Path(run_dir)
     missing = [name for name in CONTRACT if not (run_dir / name).exists()]
@@ -111,7 +111,7 @@ def check_run(run_dir: str | os.PathLike[str]) -> dict[str, int]:
     problems: list[str] = []
     manifest = json.loads((run_dir / "manifest.json").read_text())
     concepts = read_table(run_dir / "concepts.parquet", CONCEPTS)
-    from schemas.candidates import CANDIDATES
+    from conceptkit.schemas.candidates import CANDIDATES
 
     candidates = read_table(run_dir / "candidates.parquet", CANDIDATES)
     rejects = read_table(run_dir / "rejects.parquet", REJECTS)
@@ -198,10 +198,10 @@ def refresh_run(
     """Annotate the new or changed items of ``items_path`` (default: the build's input) against the run's concepts.
 
     ``embedder`` (a ``TextEmbedder``) replaces the run's model, e.g. one already loaded; raises ``RunCheckError``
-    when the run directory is not a complete run and ``pipelines.items.InputError`` for an unusable items file.
+    when the run directory is not a complete run and ``conceptkit.pipelines.readers.items.InputError`` for an unusable items file.
     """
-    from annotators.embedding import TextEmbedder, annotate
-    from annotators.index import ConceptIndex
+    from conceptkit.annotators.embedding import TextEmbedder, annotate
+    from conceptkit.annotators.index import ConceptIndex
 
     started = time.perf_counter()
     run_dir = Path(run_dir)
@@ -331,8 +331,8 @@ def _rewrite_shards(directory: Path, shards: dict[str, list[str]], drop: set[str
 def _rewrite_tasks(path: Path, todo: list[dict], rows: list[dict], drop: set[str], concepts: list[str],
                    run_id: str) -> int:
     """Replace the review tasks of the re-annotated or newly rejected items; returns the task count."""
-    from pipelines.review import item_task, write_tasks
-    from schemas.labelstudio import Task
+    from conceptkit.pipelines.review.tasks import item_task, write_tasks
+    from conceptkit.schemas.labelstudio import Task
 
     tasks = [Task.model_validate(t) for t in json.loads(path.read_text()) if t["data"]["item_id"] not in drop]
     for item, row in zip(todo, rows):

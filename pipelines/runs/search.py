@@ -29,9 +29,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from annotators.embedding import TextEmbedder
-from annotators.index import ConceptIndex
-from pipelines.rundata import Run, open_run
+from conceptkit.annotators.embedding import TextEmbedder
+from conceptkit.annotators.index import ConceptIndex
+from conceptkit.pipelines.runs.run import Run, open_run
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +159,8 @@ def item_embeddings(
         logger.info("search cache %s does not cover this run's items; embedding again", stem)
 
     path = _input_file(run, sha)
-    from pipelines.config import ItemsConfig
-    from pipelines.items import load_items
+    from conceptkit.pipelines.config import ItemsConfig
+    from conceptkit.pipelines.readers.items import load_items
 
     items_cfg = ItemsConfig.model_validate({**run.config.get("items", {}), "path": str(path)})
     loaded = load_items(items_cfg).table
@@ -184,7 +184,7 @@ def _input_file(run: Run, sha: str) -> Path:
     if not Path(recorded).is_absolute():
         # input.path is relative to where the build ran; runs usually live at <project>/runs/<name>.
         candidates.append(run.path.resolve().parent.parent / recorded)
-    from pipelines.build import _file_sha256  # the very hash the build recorded in input.sha256
+    from conceptkit.pipelines.build import _file_sha256  # the very hash the build recorded in input.sha256
 
     for candidate in candidates:
         if candidate.is_file():

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.config import SelectionConfig
-from pipelines.filters import Candidate
+from conceptkit.pipelines.config import SelectionConfig
+from conceptkit.pipelines.selection.filters import Candidate
 
 
 def class_association(concept_embeddings: np.ndarray, class_means: np.ndarray) -> np.ndarray:
@@ -31,7 +31,7 @@ def select_concepts(
     cfg: SelectionConfig,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Concept rows (selection order, ``concept_id`` = position) and a summary of the selection."""
-    from pipelines.submodular import select_labo
+    from conceptkit.pipelines.selection.submodular import select_labo
 
     if len(accepted) == 0:
         raise ValueError("no accepted candidate concepts to select from")

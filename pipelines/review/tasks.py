@@ -6,7 +6,7 @@ task keys, the budgeted choice of what to review (uncertainty near the pre-tick 
 facility location), and the merge of human and model labels with re-fitted thresholds and agreement metrics.
 ``write_tasks`` is the one writer (atomic JSON).
 
-Review modes (``schemas.labelstudio.REVIEW_MODES``):
+Review modes (``conceptkit.schemas.labelstudio.REVIEW_MODES``):
 - ``item``: the item's text and a checklist of its candidate concepts, pre-ticked by the model, plus a box for
   missing concepts;
 - ``concept``: one item and one concept, present / absent / unsure;
@@ -29,7 +29,7 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
-from schemas.labelstudio import (
+from conceptkit.schemas.labelstudio import (
     CONCEPT_VERDICTS,
     CONCEPTS,
     EDITED,
@@ -332,11 +332,11 @@ def select_uncertain_diverse(
 ) -> np.ndarray:
     """Indices of ``budget`` rows to review: the ``pool_factor * budget`` smallest margins, then a diverse subset.
 
-    Diversity is facility location (``pipelines.submodular``) over the pool's embeddings, centred so that
+    Diversity is facility location (``conceptkit.pipelines.selection.submodular``) over the pool's embeddings, centred so that
     cosine similarity reflects differences rather than the shared direction of all score vectors. Returns every
     row (in margin order) when the budget covers them all. Deterministic (stable sort, seeded optimiser).
     """
-    from pipelines.submodular import facility_location_greedy
+    from conceptkit.pipelines.selection.submodular import facility_location_greedy
 
     margins = np.asarray(margins, dtype=np.float64)
     if budget < 1:
@@ -458,7 +458,7 @@ def merge_labels(
     """Human labels over model labels, re-fitted thresholds, and agreement metrics.
 
     ``scores`` is the run's (items x concepts) matrix in ``item_ids`` order; ``predicted`` the (item, concept)
-    pairs the run ticked. Returns the merged rows (``schemas.verified.MERGED``) and the ``review`` metrics:
+    pairs the run ticked. Returns the merged rows (``conceptkit.schemas.verified.MERGED``) and the ``review`` metrics:
     per-concept model-vs-human precision/recall/F1 (of the run's labels, before any refit), re-fitted thresholds
     and inter-annotator agreement.
     """

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipelines.config import FilterConfig
+from conceptkit.pipelines.config import FilterConfig
 
 _LEADING = re.compile(r"^\s*(?:[-*•·]+|\(?\d{1,3}[.):]|[a-z][.)])\s*", re.IGNORECASE)
 _TRAILING = re.compile(r"[\s.,;:!?]+$")
