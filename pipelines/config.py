@@ -29,6 +29,10 @@ class ItemsConfig(_Frozen):
     # Image items: a column of image file paths (relative to the items file); embedded with a CLIP-type model.
     image_column: str | None = None
     label_column: str | None = "label"
+    # Used as given when the file has it (e.g. train/test); rows without a value, and files without the column,
+    # are "train" (or the split asked for by `conceptkit annotate --split`).
+    split_column: str = "split"
+    default_split: str = Field("train", pattern=r"^\w+$")
     classes_file: str | None = None
     max_text_chars: int = Field(20_000, ge=1)
     # "error": duplicate ids stop the build (exit 2); "reject": the first occurrence is kept, later ones rejected.

@@ -217,6 +217,7 @@ class EmbedItems(beam.DoFn):
             "item_id": [r["item_id"] for r in rows],
             "label": [r["label"] for r in rows],
             "text": [r["text"] for r in rows],
+            "split": [r["split"] for r in rows],
             "embedding": emb,
         }
         with timed("write"):
@@ -241,7 +242,8 @@ def save_unit(units_dir: str, group: int, batch: dict) -> None:
     emb = np.ascontiguousarray(batch["embedding"], dtype=np.float32)
     vectors = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
     table = pa.table({"item_id": pa.array(batch["item_id"], pa.string()), "label": pa.array(batch["label"], pa.string()),
-                      "text": pa.array(batch["text"], pa.string()), "embedding": vectors})
+                      "text": pa.array(batch["text"], pa.string()), "split": pa.array(batch["split"], pa.string()),
+                      "embedding": vectors})
     path = _unit_path(units_dir, group)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -259,6 +261,7 @@ def load_unit(units_dir: str, group: int) -> dict:
         "item_id": table.column("item_id").to_pylist(),
         "label": table.column("label").to_pylist(),
         "text": table.column("text").to_pylist(),
+        "split": table.column("split").to_pylist(),
         "embedding": np.asarray(emb.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim),
     }
 
@@ -295,10 +298,12 @@ def with_thresholds(selection: dict, thresholds: np.ndarray) -> list[dict]:
 
 
 def class_sums(batch: dict):
-    """(label, (sum of embeddings, count)) for each label in a batch; unlabelled items contribute nothing."""
+    """(label, (sum of embeddings, count)) for each label in a batch's train items.
+
+    Unlabelled items, and items of any other split (held out for evaluation), are never selection evidence."""
     sums: dict[str, list] = {}
-    for label, vec in zip(batch["label"], batch["embedding"]):
-        if label is None:
+    for label, split_name, vec in zip(batch["label"], batch["split"], batch["embedding"]):
+        if label is None or split_name != "train":
             continue
         acc = sums.setdefault(label, [np.zeros_like(vec, dtype=np.float64), 0])
         acc[0] += vec
@@ -380,6 +385,7 @@ class SelectConcepts(beam.DoFn):
                 )
             else:
                 concepts, summary = [], {"selected": 0, "candidates": 0}
+            summary["evidence_items"] = int(sum(count for _, count in (sums or {}).values()))
         counter("concepts_selected").inc(len(concepts))
         yield {
             "candidates": [c.to_row() for c in filtered["candidates"]],
@@ -461,7 +467,9 @@ class AnnotateBatch(beam.DoFn):
             for i, item_id in enumerate(batch["item_id"]):
                 shard.append({
                     "item_id": item_id,
+                    "text": batch["text"][i],
                     "label": batch["label"][i],
+                    "split": batch["split"][i],
                     "top_concept_ids": top_ids[i].tolist(),
                     "top_scores": top_scores[i].tolist(),
                     "concept_ids": np.flatnonzero(present[i]).astype(np.int32).tolist(),
@@ -482,20 +490,25 @@ class AnnotateBatch(beam.DoFn):
 
 
 class WriteShards(beam.DoFn):
-    """A batch of annotation rows -> one Parquet shard in ``directory``; yields its file name once in place."""
+    """A batch of annotation rows -> one Parquet shard per split in ``directory`` (``<split>-<id>.parquet``, so a
+    split is a file pattern for Hugging Face ``data_files``); yields each file name once in place."""
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
 
     def process(self, rows: list[dict], n_concepts: int):
-        from conceptkit.schemas.annotations import annotations_schema
+        from conceptkit.schemas.annotations import annotations_schema, shard_name
         from conceptkit.schemas.io import write_table
 
-        name = f"part-{uuid.uuid4().hex[:16]}.parquet"
-        with timed("write"):
-            write_table(Path(self.directory) / name, rows, annotations_schema(n_concepts), row_group_size=8192)
-        logger.info("annotated %d items into %s", len(rows), name)
-        yield name
+        by_split: dict[str, list[dict]] = {}
+        for row in rows:
+            by_split.setdefault(row["split"], []).append(row)
+        for split_name, part in sorted(by_split.items()):
+            name = shard_name(split_name)
+            with timed("write"):
+                write_table(Path(self.directory) / name, part, annotations_schema(n_concepts), row_group_size=8192)
+            logger.info("annotated %d items into %s", len(part), name)
+            yield name
 
 
 class CommitShards(beam.DoFn):

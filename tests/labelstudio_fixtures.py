@@ -143,11 +143,11 @@ def write_run(out: Path, *, run_id: str, n_per_class: int = 4, seed: int = 0,
         sc = [float(scores[i, c]) for c in ids]
         tasks.append(item_task(item_id=item_id, text=text, label=cls, top_ids=ids, top_scores=sc, concepts=names,
                                run_id=run_id, min_score=float(floors[i])))
-        rows.append({"item_id": item_id, "label": cls, "top_concept_ids": ids, "top_scores": sc,
+        rows.append({"item_id": item_id, "text": text, "label": cls, "split": "train", "top_concept_ids": ids, "top_scores": sc,
                      "concept_ids": [c for c in range(len(names)) if scores[i, c] >= 0.3], "scores": scores[i]})
     out.mkdir(parents=True, exist_ok=True)
     write_table(out / "concepts.parquet", concept_rows, CONCEPTS)
-    write_table(out / "annotations" / "part-0.parquet", rows, annotations_schema(len(names)))
+    write_table(out / "annotations" / "train-0.parquet", rows, annotations_schema(len(names)))
     write_tasks(out / "labelstudio" / "tasks.json", tasks)
     manifest = {"run_id": run_id, "counts": {"items_annotated": len(items)}}
     (out / "manifest.json").write_text(json.dumps(manifest))

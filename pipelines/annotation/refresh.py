@@ -30,8 +30,7 @@ import logging
 import os
 import shutil
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -41,9 +40,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conceptkit.pipelines.config import BuildConfig
-from conceptkit.pipelines.readers.items import load_items, validate_row
+from conceptkit.pipelines.readers.items import SPLIT_NAME, InputError, load_items, validate_row
 from conceptkit.pipelines.runs.staging import StagedRun
-from conceptkit.schemas.annotations import annotations_schema
+from conceptkit.schemas.annotations import annotations_schema, shard_name
 from conceptkit.schemas.base import named_schema
 from conceptkit.schemas.concepts import CONCEPTS
 from conceptkit.schemas.io import check_schema, read_table, write_table, write_text_atomic
@@ -78,11 +77,13 @@ class RefreshSummary:
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
-def content_hash(text: str, label: str | None) -> str:
-    """Hash of what an annotation depends on: the text (embedding) and the label (copied into the row)."""
+def content_hash(text: str, label: str | None, split: str = "train") -> str:
+    """Hash of what an annotation depends on: the text (embedding), the label and the split (copied into the row)."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(text.encode("utf-8"))
     digest.update(b"\x1f" + (label.encode("utf-8") if label is not None else b"\x00"))
+    if split != "train":  # a train item hashes as before splits existed
+        digest.update(b"\x1f" + split.encode("utf-8"))
     return digest.hexdigest()
 
 
@@ -157,8 +158,8 @@ def _baseline(run_dir: Path, manifest: dict[str, Any], cfg: BuildConfig) -> dict
                        run_dir, HASHES_FILE, path)
         return {}
     table = load_items(cfg.items.model_copy(update={"path": str(path)})).table
-    return {i: content_hash(t, lab) for i, t, lab in zip(*(table.column(c).to_pylist() for c in ("item_id", "text",
-                                                                                               "label")))}
+    return {i: content_hash(t, lab, s) for i, t, lab, s in zip(*(table.column(c).to_pylist()
+                                                                for c in ("item_id", "text", "label", "split")))}
 
 
 def _file_sha256(path: Path) -> str:
@@ -193,11 +194,16 @@ def refresh_run(
     run_dir: str | os.PathLike[str],
     items_path: str | os.PathLike[str] | None = None,
     *,
+    split: str | None = None,
+    columns: dict[str, str | None] | None = None,
     embedder=None,
 ) -> RefreshSummary:
     """Annotate the new or changed items of ``items_path`` (default: the build's input) against the run's concepts.
 
-    ``embedder`` (a ``TextEmbedder``) replaces the run's model, e.g. one already loaded; raises ``RunCheckError``
+    ``split`` puts every item of the file into that split (default: the file's split column, else ``train``);
+    ``columns`` overrides the run's ``id_column`` / ``text_column`` / ``label_column`` for this file (None values
+    keep the run's). ``embedder`` (a ``TextEmbedder``) replaces the run's model, e.g. one already loaded; raises
+    ``RunCheckError``
     when the run directory is not a complete run and ``conceptkit.pipelines.readers.items.InputError`` for an unusable items file.
     """
     from conceptkit.annotators.embedding import TextEmbedder, annotate
@@ -213,9 +219,16 @@ def refresh_run(
     classes = tuple(manifest["input"]["classes"])
     items_path = Path(items_path) if items_path is not None else Path(manifest["input"]["path"])
     # A file of new rows need not hold every class: only an unlabelled run needs its classes file.
-    items_cfg = cfg.items.model_copy(update={"path": str(items_path), "classes_file": None if labelled else
-                                             cfg.items.classes_file})
-    loaded = load_items(items_cfg)
+    update = {"path": str(items_path), "classes_file": None if labelled else cfg.items.classes_file,
+              **{k: v for k, v in (columns or {}).items() if v is not None}}
+    if split is not None:
+        if not SPLIT_NAME.fullmatch(split):
+            raise InputError(f"split {split!r}: split names are letters, digits and underscores (e.g. test)")
+        update["default_split"] = split
+    loaded = load_items(cfg.items.model_copy(update=update))
+    if split is not None:
+        loaded = replace(loaded, table=loaded.table.set_column(
+            loaded.table.column_names.index("split"), "split", pa.array([split] * loaded.table.num_rows, pa.string())))
 
     concepts = read_table(run_dir / "concepts.parquet", CONCEPTS)
     shards = _annotation_ids(run_dir, concepts.num_rows)
@@ -236,7 +249,7 @@ def refresh_run(
                                     "detail": "refresh", "raw": (row.get("text") or "")[:2000]})
                 counts["rejected"] += 1
             continue
-        row["content_hash"] = content_hash(row["text"], row["label"])
+        row["content_hash"] = content_hash(row["text"], row["label"], row["split"])
         if row["item_id"] not in annotated:
             counts["new"] += 1
         elif baseline.get(row["item_id"]) != row["content_hash"]:
@@ -255,7 +268,10 @@ def refresh_run(
     if todo and embedder is None:
         embedder = TextEmbedder(cfg.embedding.model, device=cfg.embedding.device, threads=cfg.embedding.threads,
                                 batch_size=cfg.embedding.batch_size)
-    embeddings = embedder.encode([r["text"] for r in todo]) if todo else None
+    from conceptkit.pipelines.runs.run import open_run
+
+    embedding_cache = str(open_run(run_dir).cache_dir() / "embeddings") if cfg.embedding.cache else None
+    embeddings = embedder.encode_cached([r["text"] for r in todo], embedding_cache)[0] if todo else None
     timings = {"embed_items": time.perf_counter() - t}
     t = time.perf_counter()
     rows: list[dict[str, Any]] = []
@@ -266,7 +282,8 @@ def refresh_run(
         # The run's calibrated thresholds stay fixed: refreshed items are labelled like the rest.
         thresholds = np.asarray(concepts.column("threshold").to_pylist(), dtype=np.float32)
         present = scores >= thresholds[None, :]
-        rows = [{"item_id": r["item_id"], "label": r["label"], "top_concept_ids": top_ids[i].tolist(),
+        rows = [{"item_id": r["item_id"], "text": r["text"], "label": r["label"], "split": r["split"],
+                 "top_concept_ids": top_ids[i].tolist(),
                  "top_scores": top_scores[i].tolist(), "concept_ids": np.flatnonzero(present[i]).tolist(),
                  "scores": scores[i]} for i, r in enumerate(todo)]
     timings["annotate"] = time.perf_counter() - t
@@ -276,8 +293,8 @@ def refresh_run(
     with StagedRun(run_dir) as run:
         _link_tree(run_dir, run.tmp)
         _rewrite_shards(run.path("annotations"), shards, touched, concepts.num_rows)
-        if rows:
-            write_table(run.path("annotations", f"part-{uuid.uuid4().hex[:16]}.parquet"), rows,
+        for split_name in sorted({r["split"] for r in rows}):
+            write_table(run.path("annotations", shard_name(split_name)), [r for r in rows if r["split"] == split_name],
                         annotations_schema(concepts.num_rows), row_group_size=8192)
         kept_rejects = [r for r in rejects.to_pylist() if not (r["stage"] == "items" and r["key"] in touched)]
         all_rejects = kept_rejects + new_rejects
@@ -302,6 +319,9 @@ def refresh_run(
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
         })
         _replace_text(run.path("manifest.json"), json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        from conceptkit.pipelines.runs.card import write_dataset_card
+
+        write_dataset_card(run.tmp)  # its counts follow the shards
         if n_tasks != n_annotated:
             raise RuntimeError(f"refresh accounting failed: {n_tasks} review tasks for {n_annotated} items")
         # Checked as late as possible; a writer in the moment between check and swap still loses its write.

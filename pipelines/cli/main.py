@@ -140,6 +140,33 @@ def _cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_annotate(args: argparse.Namespace) -> int:
+    """Annotate new or held-out items with an existing run's concepts (no LLM), into the run."""
+    from conceptkit.pipelines.annotation.refresh import RunChangedError, RunCheckError, refresh_run
+    from conceptkit.pipelines.config import ConfigError
+    from conceptkit.pipelines.readers.items import InputError
+    from conceptkit.pipelines.runs.run import RunNotFound, open_run
+    from conceptkit.schemas.io import SchemaMismatch
+
+    try:
+        open_run(args.run)
+        summary = refresh_run(args.run, args.items, split=args.split,
+                              columns={"id_column": args.id_column, "text_column": args.text_column,
+                                       "label_column": args.label_column})
+    except (RunNotFound, RunCheckError, InputError, ConfigError, SchemaMismatch, ValueError) as exc:
+        print(f"conceptkit annotate: error: {' '.join(str(exc).split())[:400]}", file=sys.stderr)
+        return 2
+    except RunChangedError as exc:
+        print(f"conceptkit annotate: failed: {exc}", file=sys.stderr)
+        return 1
+    c = summary.counts
+    what = (f"{c['new']} new and {c['changed']} changed items annotated, {c['unchanged']} unchanged, "
+            f"{c['rejected']} rejected")
+    where = f"annotations/ and README.md in {summary.out}" if summary.changed else "nothing written"
+    print(f"conceptkit annotate: {args.items} -> {summary.out}: {what} ({where})")
+    return 0
+
+
 def _cmd_llm_serve(args: argparse.Namespace) -> int:
     from conceptkit.pipelines.generation.server import EmbeddedModelError, is_healthy, serve
 
@@ -181,6 +208,21 @@ def make_parser() -> argparse.ArgumentParser:
     select.add_argument("--optimizer", choices=["naive", "lazy", "stochastic"])
     select.add_argument("--out", metavar="DIR", help="write the new selection here instead of replacing RUN")
     select.set_defaults(func=_cmd_select)
+    annotate = sub.add_parser(
+        "annotate",
+        help="annotate new or held-out items with an existing run's concepts (no LLM call)",
+        description="Embed the items of FILE with the run's model (embeddings cached) and annotate them with the "
+        "run's concepts, index and thresholds, into RUN: new items are added, changed ones re-annotated, unchanged "
+        "ones left alone. The dataset card is rewritten with the new counts. The refresh DAG runs the same code.",
+    )
+    annotate.add_argument("run", metavar="RUN", help="an existing run directory")
+    annotate.add_argument("--items", required=True, metavar="FILE", help="items file: .parquet, .csv or .jsonl")
+    annotate.add_argument("--split", metavar="NAME",
+                          help="split of these items, e.g. test (default: the file's split column, else train)")
+    annotate.add_argument("--id-column", metavar="COL", help="id column (default: the run's)")
+    annotate.add_argument("--text-column", metavar="COL", help="text column (default: the run's)")
+    annotate.add_argument("--label-column", metavar="COL", help="label column (default: the run's)")
+    annotate.set_defaults(func=_cmd_annotate)
     llm = sub.add_parser("llm", help="the embedded local LLM").add_subparsers(dest="llm_command", required=True)
     serve = llm.add_parser("serve", help="serve the embedded model on 127.0.0.1 in the foreground")
     serve.add_argument("--port", type=int, default=8765)

@@ -9,6 +9,7 @@ errors: ``validate_row`` returns a reject reason and the row goes to rejects.par
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pyarrow.compute as pc
 
 from conceptkit.pipelines.config import ItemsConfig
 
+SPLIT_NAME = re.compile(r"\w+")
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -26,7 +28,7 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class LoadedItems:
-    table: pa.Table  # item_id, text, label (label may be null), duplicate (a repeated id), in input order
+    table: pa.Table  # item_id, text, label (may be null), split, duplicate (a repeated id), in input order
     classes: tuple[str, ...]
     labelled: bool
     path: str
@@ -159,9 +161,24 @@ def load_items(cfg: ItemsConfig) -> LoadedItems:
     if cfg.image_column:
         base = path.resolve().parent
         text = pa.array([None if p is None or not p.strip() else str(base / p) for p in text.to_pylist()], pa.string())
-    items = pa.table({"item_id": ids, "text": text, "label": labels, "duplicate": pa.array(duplicate, pa.bool_())})
+    splits = _splits(table, cfg, path)
+    items = pa.table({"item_id": ids, "text": text, "label": labels, "split": splits,
+                      "duplicate": pa.array(duplicate, pa.bool_())})
     return LoadedItems(table=items, classes=tuple(classes), labelled=labelled, path=str(path),
                        modality="image" if cfg.image_column else "text")
+
+
+def _splits(table: pa.Table, cfg: ItemsConfig, path: Path) -> pa.Array:
+    """Each row's split: the split column's value when the file has one (blank: the default), else the default."""
+    if cfg.split_column not in table.column_names:
+        return pa.array([cfg.default_split] * table.num_rows, pa.string())
+    values = [v.strip() if v is not None and v.strip() else cfg.default_split
+              for v in _as_string(table, cfg.split_column).to_pylist()]
+    bad = next((v for v in values if not SPLIT_NAME.fullmatch(v)), None)
+    if bad is not None:
+        raise InputError(f"{path}: split column {cfg.split_column!r} holds {bad[:40]!r}; split names are letters, "
+                         "digits and underscores (e.g. train, test, validation)")
+    return pa.array(values, pa.string())
 
 
 def validate_row(row: dict, *, classes: frozenset[str], max_text_chars: int) -> str | None:

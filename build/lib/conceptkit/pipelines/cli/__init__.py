@@ -1,0 +1,2 @@
+"""The `conceptkit` command line: argument parsing and the subcommands (build, select, llm, ls, search, inspect, card).
+"""

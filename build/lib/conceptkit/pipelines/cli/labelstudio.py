@@ -1,0 +1,453 @@
+"""``conceptkit ls``: serve a local Label Studio, push a run's review tasks, pull verified labels back.
+
+``ls_serve``, ``ls_push`` and ``ls_pull`` are what the CLI and the Airflow DAGs call; ``register(subparsers)`` adds
+the ``ls`` command group to the ``conceptkit`` parser.
+
+Push reads a run directory (``manifest.json``, ``concepts.parquet``, ``annotations/``, ``labelstudio/tasks.json``)
+and brings one Label Studio project per (run name, review mode) up to date; it records the project in
+``review.json``. Pull exports every project of the run and writes, each atomically and in this order:
+
+- ``verified.parquet``: the people's judgements (``conceptkit.schemas.verified.VERIFIED``), the current state of the
+  projects pulled, plus the rows of projects not pulled this time (nothing is dropped unless its project says so);
+- ``human_candidates.parquet``: concepts typed by reviewers and concept-list edits, source = human;
+- ``merged.parquet``: human labels over model labels in ``final``, with re-fitted per-concept thresholds;
+- ``review.json``: projects, the last pull's counts, and the ``review`` metrics (model vs human, agreement).
+
+Nothing is written until every export has been read, so an interrupted pull leaves the previous outputs as they
+were, and repeating it gives what an uninterrupted pull would have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from conceptkit.annotators.labelstudio import (
+    DEFAULT_TOKEN_ENV,
+    LabelStudioClient,
+    LabelStudioError,
+    LocalLabelStudio,
+    RetryPolicy,
+    human_candidate_rows,
+    push_tasks,
+    verified_rows,
+)
+from conceptkit.pipelines.review.tasks import (
+    concept_list_tasks,
+    concept_task,
+    item_review_task,
+    merge_labels,
+    review_config,
+    review_margins,
+    select_uncertain_diverse,
+    task_json,
+    ticked_choices,
+)
+from conceptkit.schemas.annotations import annotations_schema
+from conceptkit.schemas.concepts import CONCEPTS
+from conceptkit.schemas.io import SchemaMismatch, read_table, write_table
+from conceptkit.schemas.labelstudio import REVIEW_MODES, Task
+from conceptkit.schemas.verified import HUMAN_CANDIDATES, MERGED, VERIFIED
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+URL_ENV = "LABEL_STUDIO_URL"
+
+
+class ReviewError(ValueError):
+    """A user error: a missing or unusable run directory, a bad argument; the message names it."""
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class RunData:
+    path: Path
+    name: str
+    run_id: str
+    concepts: list[dict[str, Any]]  # concepts.parquet rows without embeddings, in concept_id order
+    item_ids: list[str]
+    scores: np.ndarray  # (items x concepts)
+    tasks: dict[str, Task]  # item_id -> the run's item task (text, candidate concepts, pre-ticks)
+
+    @property
+    def concept_names(self) -> list[str]:
+        return [c["concept"] for c in self.concepts]
+
+    def candidates(self) -> list[list[int]]:
+        ids = {c: i for i, c in enumerate(self.concept_names)}
+        return [[ids[c] for c in self.tasks[item].data.concept_scores] for item in self.item_ids]
+
+    def predicted(self) -> set[tuple[str, int]]:
+        ids = {c: i for i, c in enumerate(self.concept_names)}
+        return {(item, ids[c]) for item in self.item_ids for c in ticked_choices(self.tasks[item]) if c in ids}
+
+
+def load_run(run: str | os.PathLike[str]) -> RunData:
+    """Read what review needs from a run directory; a missing or inconsistent part is a ``ReviewError``."""
+    path = Path(run)
+    if not (path / "manifest.json").is_file():
+        raise ReviewError(f"{path}: not a run directory (no manifest.json); build one with `conceptkit build`")
+    try:
+        run_id = json.loads((path / "manifest.json").read_text(encoding="utf-8"))["run_id"]
+        concepts = read_table(path / "concepts.parquet", CONCEPTS).drop_columns(["embedding"]).to_pylist()
+        annotations = read_table(path / "annotations", annotations_schema(len(concepts)))
+        raw_tasks = json.loads((path / "labelstudio" / "tasks.json").read_text(encoding="utf-8"))
+    except (OSError, KeyError, ValueError, SchemaMismatch) as exc:
+        raise ReviewError(f"{path}: unusable run directory: {exc}") from None
+    if [c["concept_id"] for c in concepts] != list(range(len(concepts))):
+        raise ReviewError(f"{path}/concepts.parquet: concept_id is not 0..{len(concepts) - 1} in order")
+    tasks = {}
+    for raw in raw_tasks:
+        task = Task.model_validate(raw)
+        tasks[task.data.item_id] = task
+    item_ids = annotations.column("item_id").to_pylist()
+    missing = [i for i in item_ids if i not in tasks]
+    if missing:
+        raise ReviewError(f"{path}/labelstudio/tasks.json: no task for {len(missing)} annotated items, e.g. {missing[0]!r}")
+    scores = np.asarray(annotations.column("scores").combine_chunks().flatten().to_numpy(zero_copy_only=False),
+                        dtype=np.float32).reshape(len(item_ids), len(concepts))
+    return RunData(path=path, name=path.resolve().name, run_id=run_id, concepts=concepts, item_ids=item_ids,
+                   scores=scores, tasks=tasks)
+
+
+def project_marker(run_name: str, mode: str) -> str:
+    """What identifies a run's project on the server (its description)."""
+    return f"conceptkit run={run_name} review={mode}"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    from conceptkit.schemas.io import write_text_atomic
+
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _refit_thresholds(run: RunData) -> dict[int, float]:
+    """Each concept's threshold: re-fitted from human labels where a pull produced one, else the build's calibrated one."""
+    review = _read_json(run.path / "review.json").get("review", {})
+    ids = {c: i for i, c in enumerate(run.concept_names)}
+    thresholds = {c["concept_id"]: c["threshold"] for c in run.concepts if c.get("threshold") is not None}
+    thresholds.update({ids[c]: t["threshold"] for c, t in review.get("thresholds", {}).items() if c in ids})
+    return thresholds
+
+
+# ---------------------------------------------------------------- push
+
+
+def review_tasks(run: RunData, mode: str, *, budget: int | None = None, seed: int = 0) -> list[Task]:
+    """The tasks a push sends for ``mode``: all of them, or ``budget`` chosen by uncertainty and diversity."""
+    if mode not in REVIEW_MODES:
+        raise ReviewError(f"--review must be one of {', '.join(REVIEW_MODES)}; got {mode!r}")
+    if budget is not None and budget < 1:
+        raise ReviewError(f"--budget must be >= 1, got {budget}")
+    if mode == "concept-list":
+        rows = run.concepts if budget is None else sorted(run.concepts, key=lambda c: (c["gain"], c["concept_id"]))
+        return concept_list_tasks(rows[:budget] if budget else rows, run_id=run.run_id)
+    candidates = run.candidates()
+    margins = review_margins(run.scores, candidates, thresholds=_refit_thresholds(run))
+    if mode == "item":
+        chosen = range(len(run.item_ids))
+        if budget is not None:
+            least = np.array([m.min() if len(m) else np.inf for m in margins])
+            chosen = select_uncertain_diverse(least, run.scores, budget, seed=seed)
+        return [item_review_task(run.tasks[run.item_ids[i]], run_id=run.run_id) for i in chosen]
+    pairs = [(i, c, m) for i, (cands, ms) in enumerate(zip(candidates, margins)) for c, m in zip(cands, ms)]
+    chosen = range(len(pairs))
+    if budget is not None:
+        rows = np.array([i for i, _, _ in pairs], dtype=np.int64)
+        chosen = select_uncertain_diverse(np.array([m for _, _, m in pairs]), run.scores[rows], budget, seed=seed)
+    predicted = run.predicted()
+    out = []
+    for k in chosen:
+        i, c, _ = pairs[k]
+        item_id = run.item_ids[i]
+        data = run.tasks[item_id].data
+        out.append(concept_task(item_id=item_id, text=data.text, label=data.label, concept=run.concept_names[c],
+                                concept_id=c, score=float(run.scores[i, c]), predicted=(item_id, c) in predicted,
+                                run_id=run.run_id))
+    return out
+
+
+def _client(url: str | None, token_env: str, timeout_s: float, max_retries: int) -> LabelStudioClient:
+    url = url or os.environ.get(URL_ENV) or DEFAULT_URL
+    return LabelStudioClient(url, token_env=token_env, timeout_s=timeout_s,
+                             retry=RetryPolicy(max_retries=max_retries))
+
+
+def ls_push(
+    run: str | os.PathLike[str],
+    *,
+    review: str = "item",
+    budget: int | None = None,
+    url: str | None = None,
+    token_env: str = DEFAULT_TOKEN_ENV,
+    batch_size: int = 200,
+    timeout_s: float = 30.0,
+    max_retries: int = 4,
+) -> dict[str, Any]:
+    """Create or update the run's ``review`` project and import its tasks; returns a summary."""
+    data = load_run(run)
+    tasks = review_tasks(data, review, budget=budget)
+    with _client(url, token_env, timeout_s, max_retries) as client:
+        result = push_tasks(client, marker=project_marker(data.name, review), title=f"{data.name} · {review} review",
+                            label_config=review_config(review), run_id=data.run_id,
+                            tasks=[task_json(t) for t in tasks], batch_size=batch_size)
+        server = client.url
+    state = _read_json(data.path / "review.json")
+    state.setdefault("projects", {})[review] = {
+        "url": server, "project_id": result.project_id, "marker": project_marker(data.name, review),
+        "run_id": data.run_id, "budget": budget, "tasks": result.tasks,
+        "pushed": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    _write_json(data.path / "review.json", state)
+    return {"run": str(data.path), "review": review, "url": server, "selected": len(tasks), **asdict(result)}
+
+
+# ---------------------------------------------------------------- pull
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return (row["project_id"], row["annotation_id"], row["concept"])
+
+
+def _state(row: dict[str, Any]) -> tuple:
+    return (row["label"], row["edited_concept"], row["time"], row["concept_id"], row["item_id"])
+
+
+def ls_pull(
+    run: str | os.PathLike[str],
+    *,
+    review: str | None = None,
+    url: str | None = None,
+    token_env: str = DEFAULT_TOKEN_ENV,
+    timeout_s: float = 30.0,
+    max_retries: int = 4,
+    min_labels: int = 10,
+    on_export: Callable[[str, int], None] | None = None,
+) -> dict[str, Any]:
+    """Export the run's projects (all review modes, or ``review``) and write the verified outputs.
+
+    ``on_export(mode, export_id)`` is called once each snapshot export exists on the server (tests use it to
+    interrupt a pull half-way).
+    """
+    data = load_run(run)
+    modes = REVIEW_MODES if review is None else (review,)
+    if review is not None and review not in REVIEW_MODES:
+        raise ReviewError(f"--review must be one of {', '.join(REVIEW_MODES)}; got {review!r}")
+    concept_ids = {c: i for i, c in enumerate(data.concept_names)}
+    pulled: dict[str, int] = {}
+    new_verified: list[dict[str, Any]] = []
+    new_candidates: list[dict[str, Any]] = []
+    with _client(url, token_env, timeout_s, max_retries) as client:
+        server = client.url
+        for mode in modes:
+            project = client.find_project(project_marker(data.name, mode))
+            if project is None:
+                continue
+            pid = project["id"]
+            hook = (lambda export_id, mode=mode: on_export(mode, export_id)) if on_export else None
+            export = client.export_snapshot(pid, on_created=hook)
+            pulled[mode] = pid
+            new_verified += verified_rows(export, mode=mode, project_id=pid, concept_ids=concept_ids)
+            new_candidates += human_candidate_rows(export, mode=mode, project_id=pid)
+    if not pulled:
+        raise ReviewError(f"no Label Studio project for run {data.name!r} at {server}; "
+                          f"push one first: conceptkit ls push {data.path}")
+    # Every export is in memory: only now is anything written.
+    verified_path = data.path / "verified.parquet"
+    old = read_table(verified_path, VERIFIED).to_pylist() if verified_path.exists() else []
+    kept = [r for r in old if r["project_id"] not in pulled.values()]
+    verified = sorted(kept + new_verified, key=lambda r: (r["project_id"], r["task_id"], r["annotation_id"], r["concept"]))
+    before = {_key(r): _state(r) for r in old if r["project_id"] in pulled.values()}
+    after = {_key(r): _state(r) for r in new_verified}
+    counts = {
+        "added": sum(k not in before for k in after),
+        "changed": sum(k in before and before[k] != v for k, v in after.items()),
+        "removed": sum(k not in after for k in before),
+        "unchanged": sum(before.get(k) == v for k, v in after.items()),
+        "rows": len(verified),
+    }
+    cand_path = data.path / "human_candidates.parquet"
+    old_candidates = read_table(cand_path, HUMAN_CANDIDATES).to_pylist() if cand_path.exists() else []
+    candidates = [r for r in old_candidates if r["project_id"] not in pulled.values()] + new_candidates
+    candidates.sort(key=lambda r: (r["project_id"], r["task_id"], r["annotation_id"], r["concept"]))
+
+    merged, metrics = merge_labels(item_ids=data.item_ids, scores=data.scores, predicted=data.predicted(),
+                                   concepts=data.concept_names, verified=verified, min_labels=min_labels)
+    write_table(verified_path, verified, VERIFIED)
+    write_table(cand_path, candidates, HUMAN_CANDIDATES)
+    write_table(data.path / "merged.parquet", merged, MERGED)
+    state = _read_json(data.path / "review.json")
+    state["pull"] = {"url": server, "projects": pulled, "run_id": data.run_id,
+                     "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "verified": counts, "human_candidates": len(candidates)}
+    state["review"] = metrics
+    _write_json(data.path / "review.json", state)
+    logger.info("pulled %s: %d verified rows (%d added, %d changed, %d removed)", data.name, counts["rows"],
+                counts["added"], counts["changed"], counts["removed"])
+    return {"run": str(data.path), "url": server, "projects": pulled, "verified": counts,
+            "human_candidates": len(candidates), "merged_rows": len(merged), "review": metrics}
+
+
+# ---------------------------------------------------------------- serve
+
+
+def ls_serve(
+    *,
+    data_dir: str | os.PathLike[str] = ".labelstudio",
+    port: int = 8080,
+    username_env: str = "LABEL_STUDIO_USERNAME",
+    password_env: str = "LABEL_STUDIO_PASSWORD",
+    token_env: str = DEFAULT_TOKEN_ENV,
+    on_ready: Callable[[str], None] | None = None,
+) -> int:
+    """Run a local Label Studio in the foreground until it exits or is interrupted; returns its exit code."""
+    values = {}
+    for what, name in (("username", username_env), ("password", password_env), ("token", token_env)):
+        values[what] = os.environ.get(name, "")
+        if not values[what]:
+            raise ReviewError(f"the admin {what} is read from ${name}, which is empty or unset")
+    if len(values["token"]) < 6:
+        raise ReviewError(f"${token_env} must be at least 6 characters (Label Studio ignores shorter tokens)")
+    server = LocalLabelStudio(Path(data_dir), port=port, **values)
+    url = server.start()
+    if on_ready is not None:
+        on_ready(url)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _connection_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=None, help=f"Label Studio URL (default: ${URL_ENV}, else {DEFAULT_URL})")
+    p.add_argument("--token-env", default=DEFAULT_TOKEN_ENV, metavar="VAR",
+                   help=f"environment variable holding the API token, legacy or personal access token "
+                        f"(default {DEFAULT_TOKEN_ENV})")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="per-request timeout (default 30)")
+    p.add_argument("--max-retries", type=int, default=4, metavar="N",
+                   help="retries on connection errors, timeouts, 429 and 5xx, with backoff (default 4)")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``conceptkit ls serve|push|pull`` to the CLI's subparsers."""
+    ls = subparsers.add_parser("ls", help="human review in Label Studio: serve, push, pull",
+                               description="Push a run's review tasks to Label Studio and pull verified labels back.")
+    sub = ls.add_subparsers(dest="ls_command", required=True)
+
+    serve = sub.add_parser("serve", help="run a local Label Studio on 127.0.0.1 (foreground)",
+                           description="Local Label Studio for development: 127.0.0.1 only, signup disabled, no "
+                           "outbound calls; the admin user, password and API token come from environment variables.")
+    serve.add_argument("--data-dir", default=".labelstudio", metavar="DIR", help="data directory (default .labelstudio)")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--username-env", default="LABEL_STUDIO_USERNAME", metavar="VAR", help="admin e-mail variable")
+    serve.add_argument("--password-env", default="LABEL_STUDIO_PASSWORD", metavar="VAR", help="admin password variable")
+    serve.add_argument("--token-env", default=DEFAULT_TOKEN_ENV, metavar="VAR", help="admin API token variable")
+    serve.set_defaults(func=_cmd_serve)
+
+    push = sub.add_parser("push", help="create or update the run's review project and import tasks",
+                          description="Idempotent: tasks have stable keys, so pushing again adds only what changed.")
+    push.add_argument("run", metavar="RUN", help="run directory, e.g. runs/demo")
+    push.add_argument("--review", choices=REVIEW_MODES, default="item",
+                      help="item: checklist per item; concept: one item and one concept; concept-list: a class's "
+                           "concepts (default item)")
+    push.add_argument("--budget", type=int, default=None, metavar="N",
+                      help="send only N tasks, chosen by uncertainty and diversity (default: all)")
+    push.add_argument("--batch-size", type=int, default=200, metavar="N", help="tasks per import request")
+    _connection_flags(push)
+    push.set_defaults(func=_cmd_push)
+
+    pull = sub.add_parser("pull", help="export annotations and write verified/merged labels into the run",
+                          description="Writes verified.parquet, merged.parquet, human_candidates.parquet and "
+                          "review.json in the run directory.")
+    pull.add_argument("run", metavar="RUN", help="run directory, e.g. runs/demo")
+    pull.add_argument("--review", choices=REVIEW_MODES, default=None, help="pull one mode's project (default: all)")
+    pull.add_argument("--min-labels", type=int, default=10, metavar="N",
+                      help="human labels a concept needs before its threshold is re-fitted (default 10)")
+    _connection_flags(pull)
+    pull.set_defaults(func=_cmd_pull)
+
+
+def _run(name: str, call: Callable[[], int]) -> int:
+    try:
+        return call()
+    except ReviewError as exc:
+        print(f"conceptkit ls {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except LabelStudioError as exc:
+        print(f"conceptkit ls {name}: failed: {exc}", file=sys.stderr)
+        return 1
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    def call() -> int:
+        ls_serve(data_dir=args.data_dir, port=args.port, username_env=args.username_env,
+                 password_env=args.password_env, token_env=args.token_env,
+                 on_ready=lambda url: print(f"conceptkit ls serve: Label Studio on {url} (data in {args.data_dir}); "
+                                            "Ctrl-C stops it", flush=True))
+        print("conceptkit ls serve: stopped")
+        return 0
+
+    return _run("serve", call)
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    def call() -> int:
+        s = ls_push(args.run, review=args.review, budget=args.budget, url=args.url, token_env=args.token_env,
+                    batch_size=args.batch_size, timeout_s=args.timeout, max_retries=args.max_retries)
+        print(f"conceptkit ls push: {s['run']} -> project {s['project_id']} at {s['url']} ({s['review']} review): "
+              f"{s['imported']} imported, {s['updated']} updated, {s['unchanged']} unchanged, "
+              f"{s['tasks']} tasks in the project")
+        return 0
+
+    return _run("push", call)
+
+
+def _cmd_pull(args: argparse.Namespace) -> int:
+    def call() -> int:
+        s = ls_pull(args.run, review=args.review, url=args.url, token_env=args.token_env, timeout_s=args.timeout,
+                    max_retries=args.max_retries, min_labels=args.min_labels)
+        v = s["verified"]
+        print(f"conceptkit ls pull: {s['run']}/verified.parquet: {v['rows']} rows ({v['added']} added, "
+              f"{v['changed']} changed, {v['removed']} removed); merged.parquet {s['merged_rows']} rows; "
+              f"{s['human_candidates']} human candidates; metrics in review.json")
+        return 0
+
+    return _run("pull", call)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry (``python -m conceptkit.pipelines.cli.labelstudio ls ...``) until the main CLI registers ``ls``."""
+    parser = argparse.ArgumentParser(prog="conceptkit")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Build configuration: frozen pydantic models loaded once from YAML and overridden by CLI flags.
+
+Unknown keys are errors (``extra="forbid"``), so a typo in YAML fails loudly. Secrets never live here: the LLM
+API key is referred to by the *name* of an environment variable and read at the point of use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is unusable; the message names the key and the value."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ItemsConfig(_Frozen):
+    path: str | None = None
+    format: Literal["auto", "parquet", "csv", "jsonl"] = "auto"
+    id_column: str | None = "id"
+    text_column: str = "text"
+    # Image items: a column of image file paths (relative to the items file); embedded with a CLIP-type model.
+    image_column: str | None = None
+    label_column: str | None = "label"
+    # Used as given when the file has it (e.g. train/test); rows without a value, and files without the column,
+    # are "train" (or the split asked for by `conceptkit annotate --split`).
+    split_column: str = "split"
+    default_split: str = Field("train", pattern=r"^\w+$")
+    classes_file: str | None = None
+    max_text_chars: int = Field(20_000, ge=1)
+    # "error": duplicate ids stop the build (exit 2); "reject": the first occurrence is kept, later ones rejected.
+    on_duplicate_id: Literal["error", "reject"] = "error"
+
+
+class LLMConfig(_Frozen):
+    base_url: str | None = None  # None: start the embedded local model
+    model: str | None = None
+    api_key_env: str | None = None  # name of the environment variable holding the key
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(320, ge=16)
+    seed: int | None = 0
+    samples: int = Field(1, ge=1, le=16)
+    concurrency: int = Field(4, ge=1, le=1024)
+    # Per-request timeout; default 120 s for a remote endpoint, 900 s for the embedded model (a CPU shared with
+    # the pipeline can take minutes per answer, and a timed-out request starts again from nothing).
+    timeout_s: float | None = Field(None, gt=0)
+    max_retries: int = Field(4, ge=0, le=20)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    cache: bool = True
+    refresh_cache: bool = False
+    embedded_port: int = Field(8765, ge=1, le=65535)
+    # USD per million tokens, per model name; models not listed cost 0 (local models).
+    prices: dict[str, "Price"] = Field(default_factory=dict)
+    max_cost: float | None = Field(None, ge=0)  # USD; the run stops spending before it exceeds this
+
+
+class Price(_Frozen):
+    prompt_per_million: float = Field(0.0, ge=0)
+    completion_per_million: float = Field(0.0, ge=0)
+
+
+class PromptTemplate(_Frozen):
+    id: str
+    template: str
+
+    @field_validator("template")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        from conceptkit.pipelines.generation.prompts import check_template
+
+        check_template(value)
+        return value
+
+
+class FewShotExample(_Frozen):
+    class_name: str = Field(alias="class")
+    concepts: tuple[str, ...] = Field(min_length=1)
+
+
+class GenerationConfig(_Frozen):
+    family: Literal["text", "labo", "lfcbm", "custom"] = "text"
+    domain: str = "short texts"
+    concepts_per_prompt: int = Field(10, ge=1, le=50)
+    # Worked examples shown to the model before each question, as earlier user/assistant turns.
+    few_shot: tuple[FewShotExample, ...] = ()
+    templates: tuple[PromptTemplate, ...] = ()  # used when family == "custom", added to the family otherwise
+
+    @model_validator(mode="after")
+    def _custom_needs_templates(self) -> "GenerationConfig":
+        if self.family == "custom" and not self.templates:
+            raise ValueError("generation.family 'custom' needs at least one entry in generation.templates")
+        return self
+
+
+class FilterConfig(_Frozen):
+    min_chars: int = Field(3, ge=1)
+    max_chars: int = Field(60, ge=1)
+    max_words: int = Field(6, ge=1)
+    near_duplicate_cosine: float = Field(0.92, gt=0, le=1)
+    class_name_cosine: float = Field(0.85, gt=0, le=1)
+    synonyms: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    stop_list: tuple[str, ...] = ()
+
+
+class EmbeddingConfig(_Frozen):
+    model: str = "packaged:all-MiniLM-L6-v2"
+    # 32 (sentence-transformers' own default): on CPU, batch 128 encoded long texts 27% slower (benchmarks/README.md)
+    batch_size: int = Field(32, ge=1)
+    threads: int = Field(1, ge=1)
+    device: str = "cpu"
+    cache: bool = True  # embeddings cached by (model, content hash) under <cache_dir>/embeddings
+
+
+class SelectionConfig(_Frozen):
+    k_per_class: int = Field(8, ge=1)
+    global_budget: int | None = Field(None, ge=1)
+    alpha: float = Field(1.0, ge=0)
+    beta: float = Field(1.0, ge=0)
+    optimizer: Literal["naive", "lazy", "stochastic"] = "lazy"
+    epsilon: float = Field(0.1, gt=0, lt=1)
+    seed: int = 0
+
+
+class IndexConfig(_Frozen):
+    kind: Literal["auto", "flat", "hnsw", "ivf"] = "auto"  # auto: exact below auto_threshold concepts, else HNSW
+    auto_threshold: int = Field(50_000, ge=1)
+    hnsw_m: int = Field(32, ge=4)
+    hnsw_ef_search: int = Field(128, ge=1)
+    ivf_nlist: int | None = Field(None, ge=1)
+    ivf_nprobe: int = Field(16, ge=1)
+
+
+class AnnotationConfig(_Frozen):
+    top_k: int = Field(5, ge=1)
+    batch_size: int = Field(256, ge=1)
+    rows_per_shard: int = Field(20_000, ge=1)  # items per work unit and per annotations shard
+
+
+class RunnerConfig(_Frozen):
+    # "beam": any Beam runner, configured entirely by beam_args (e.g. ["--runner=FlinkRunner", ...]).
+    runner: Literal["direct", "dask", "beam"] = "direct"
+    beam_args: tuple[str, ...] = ()
+    direct_num_workers: int = Field(1, ge=1)
+    dask_scheduler: str | None = None
+    dask_workers: int = Field(2, ge=1)
+
+
+LLMConfig.model_rebuild()
+
+
+class BuildConfig(_Frozen):
+    name: str | None = None
+    out: str | None = None
+    cache_dir: str | None = None  # default: <out parent>/.cache
+    items: ItemsConfig = ItemsConfig()
+    llm: LLMConfig = LLMConfig()
+    generation: GenerationConfig = GenerationConfig()
+    filters: FilterConfig = FilterConfig()
+    embedding: EmbeddingConfig = EmbeddingConfig()
+    selection: SelectionConfig = SelectionConfig()
+    index: IndexConfig = IndexConfig()
+    annotation: AnnotationConfig = AnnotationConfig()
+    runner: RunnerConfig = RunnerConfig()
+
+    def out_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        if self.name:
+            return Path("runs") / self.name
+        raise ConfigError("no output directory: give --out (or 'out:' / 'name:' in the config)")
+
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else self.out_dir().parent / ".cache"
+
+    def public_dict(self) -> dict[str, Any]:
+        """The config as plain data for manifests; holds no secret (only the key's variable name)."""
+        return self.model_dump(mode="json")
+
+
+def _format_validation_error(exc: ValidationError, where: str) -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{where}: {loc}: {first['msg']}{shown}{more}"
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> BuildConfig:
+    """Load YAML at ``path`` (optional) and apply nested ``overrides`` (CLI flags) on top."""
+    data: dict[str, Any] = {}
+    where = "command line"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{path}: malformed YAML{at}: {problem}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+        data = loaded
+        # Relative data paths in a config file are relative to the directory the command runs in, like CLI flags.
+    data = _deep_merge(data, overrides or {})
+    try:
+        return BuildConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, where)) from None

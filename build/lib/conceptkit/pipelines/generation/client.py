@@ -1,0 +1,357 @@
+"""OpenAI-compatible chat client for concept generation, with a persistent cache and one retry layer.
+
+In: chat messages plus sampling parameters. Out: ``LLMResult`` (the answer text, or a typed error), never an
+exception for a bad answer or a failed request. Side effects: HTTP calls to the endpoint and reads/writes of the
+SQLite cache. The ``openai`` client's own retries are off (``max_retries=0``); this module retries 429 (honouring
+Retry-After), 5xx, connection errors and timeouts with exponential backoff and jitter, and treats other 4xx as
+permanent. The API key is read from the named environment variable when the client is created and is never
+stored in the cache, results or messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+RESPONSE_MODES = ("json_schema", "json_object", "text")
+
+
+def request_key(model: str, messages: Sequence[dict[str, str]], params: dict[str, Any]) -> str:
+    """Cache key: a hash of the model name, the messages and the sampling parameters (no endpoint, no key)."""
+    blob = json.dumps({"model": model, "messages": list(messages), "params": params}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class LLMCache:
+    """A SQLite table of answers keyed by ``request_key``; safe for concurrent writers (WAL, busy timeout)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._connect() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, model TEXT, answer TEXT, created REAL)"
+            )
+
+    # Connections are per thread and per process: a pickled cache (a runner shipping a set-up DoFn) reconnects.
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_local"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            self._local.conn = conn
+        return conn
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        row = self._connect().execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def has_all(self, keys: Sequence[str]) -> bool:
+        conn = self._connect()
+        return all(conn.execute("SELECT 1 FROM answers WHERE key = ?", (k,)).fetchone() for k in keys)
+
+    def put(self, key: str, model: str, answer: dict[str, Any]) -> None:
+        self._connect().execute(
+            "INSERT OR REPLACE INTO answers (key, model, answer, created) VALUES (?, ?, ?, ?)",
+            (key, model, json.dumps(answer), time.time()),
+        )
+
+    def __len__(self) -> int:
+        return self._connect().execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+
+
+@dataclass
+class LLMResult:
+    """The outcome of one request: ``content`` on success, else ``error`` (a reason code) and ``detail``."""
+
+    key: str
+    content: str | None = None
+    error: str | None = None
+    detail: str | None = None
+    status: int | None = None
+    cached: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    retries: int = 0
+    response_mode: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """What a client needs, picklable into a Beam graph: the key's *variable name*, never the key."""
+
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    temperature: float = 0.7
+    max_tokens: int = 320
+    seed: int | None = 0
+    concurrency: int = 4
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    cache_path: str | None = None
+    refresh_cache: bool = False
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    prompt_price: float = 0.0  # USD per million tokens
+    completion_price: float = 0.0
+    max_cost: float | None = None  # USD this client may spend
+    extra_params: dict[str, Any] = field(default_factory=dict)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.prompt_price + completion_tokens * self.completion_price) / 1e6
+
+    def sampling_params(self, sample: int) -> dict[str, Any]:
+        params: dict[str, Any] = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        if self.seed is not None:
+            params["seed"] = self.seed + sample
+        params["sample"] = sample
+        params.update(self.extra_params)
+        return params
+
+
+def _retry_after(exc: Exception) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    value = headers.get("retry-after") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def estimate_tokens(messages: Sequence[dict[str, str]]) -> int:
+    """A rough prompt token count (4 characters a token) for rate limits and cost ceilings."""
+    return sum(len(m.get("content", "")) for m in messages) // 4 + 8 * len(messages)
+
+
+class RateLimiter:
+    """Client-side requests-per-minute and tokens-per-minute limits (token buckets, refilled continuously)."""
+
+    def __init__(self, requests_per_minute: float | None, tokens_per_minute: float | None) -> None:
+        self.rpm, self.tpm = requests_per_minute, tokens_per_minute
+        self._requests = requests_per_minute or 0.0
+        self._tokens = tokens_per_minute or 0.0
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        elapsed, self._stamp = now - self._stamp, now
+        if self.rpm:
+            self._requests = min(self.rpm, self._requests + elapsed * self.rpm / 60)
+        if self.tpm:
+            self._tokens = min(self.tpm, self._tokens + elapsed * self.tpm / 60)
+
+    async def acquire(self, tokens: int) -> None:
+        if not (self.rpm or self.tpm):
+            return
+        async with self._lock:
+            while True:
+                self._refill()
+                waits = []
+                if self.rpm and self._requests < 1:
+                    waits.append((1 - self._requests) * 60 / self.rpm)
+                if self.tpm:
+                    need = min(tokens, self.tpm)  # a request larger than the bucket waits for a full bucket
+                    if self._tokens < need:
+                        waits.append((need - self._tokens) * 60 / self.tpm)
+                if not waits:
+                    break
+                await asyncio.sleep(max(waits))
+            if self.rpm:
+                self._requests -= 1
+            if self.tpm:
+                self._tokens -= min(tokens, self.tpm)
+
+
+class ChatClient:
+    """Async chat completions with bounded concurrency, caching and retries; see the module docstring."""
+
+    def __init__(self, settings: ClientSettings) -> None:
+        import openai
+
+        self.settings = settings
+        api_key = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
+        if settings.api_key_env and not api_key:
+            raise ValueError(f"environment variable {settings.api_key_env} (the LLM API key) is not set")
+        self._openai = openai
+        self._api_key = api_key or "not-needed"
+        self._client = None  # an AsyncOpenAI bound to the running event loop, made in run_many
+        self.cache = LLMCache(settings.cache_path) if settings.cache_path else None
+        self.spent = 0.0  # USD estimated from usage, this client's calls only
+        self._limiter: RateLimiter | None = None
+        self._mode_index = 0  # falls back json_schema -> json_object -> text when a server refuses a mode
+
+    def key_for(self, messages: Sequence[dict[str, str]], sample: int) -> str:
+        return request_key(self.settings.model, messages, self.settings.sampling_params(sample))
+
+    def _response_format(self, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        mode = RESPONSE_MODES[self._mode_index]
+        if schema is None or mode == "text":
+            return None
+        if mode == "json_object":
+            return {"type": "json_object"}
+        return {"type": "json_schema", "json_schema": {"name": "concepts", "schema": schema, "strict": True}}
+
+    async def _call(self, messages: Sequence[dict[str, str]], schema: dict[str, Any] | None, sample: int):
+        params = self.settings.sampling_params(sample)
+        params.pop("sample")
+        kwargs: dict[str, Any] = dict(model=self.settings.model, messages=list(messages), **params)
+        response_format = self._response_format(schema)
+        if response_format is not None:
+            kwargs["response_format"] = response_format
+        return await self._client.chat.completions.create(**kwargs)
+
+    async def complete(
+        self, messages: Sequence[dict[str, str]], *, schema: dict[str, Any] | None = None, sample: int = 0
+    ) -> LLMResult:
+        key = self.key_for(messages, sample)
+        if self.cache is not None and not self.settings.refresh_cache:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return LLMResult(key=key, cached=True, **hit)
+        errors = self._openai
+        result = LLMResult(key=key)
+        estimate = estimate_tokens(messages)
+        if self.settings.max_cost is not None:
+            worst = self.spent + self.settings.cost(estimate, self.settings.max_tokens)
+            if worst > self.settings.max_cost:
+                result.error = "budget_exceeded"
+                result.detail = f"estimated spend {worst:.4f} USD would exceed max_cost {self.settings.max_cost} USD"
+                return result
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            if self._limiter is not None:
+                await self._limiter.acquire(estimate + self.settings.max_tokens)
+            try:
+                response = await self._call(messages, schema, sample)
+            except errors.BadRequestError as exc:
+                # A server that does not know a response_format mode answers 400: fall back to the next mode.
+                text = str(exc).lower()
+                if self._mode_index < len(RESPONSE_MODES) - 1 and ("response_format" in text or "schema" in text):
+                    self._mode_index += 1
+                    logger.info("endpoint refused a response format; falling back to %s", RESPONSE_MODES[self._mode_index])
+                    continue
+                result.error, result.status, result.detail = "http_400", 400, _short(exc)
+                break
+            except (errors.RateLimitError, errors.InternalServerError, errors.APIConnectionError) as exc:
+                status = getattr(exc, "status_code", None)
+                if attempt >= self.settings.max_retries:
+                    kind = "timeout" if isinstance(exc, errors.APITimeoutError) else (
+                        f"http_{status}" if status else "connection_error")
+                    result.error, result.status, result.detail = kind, status, _short(exc)
+                    break
+                delay = _retry_after(exc) if status == 429 else None
+                if delay is None:
+                    delay = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2**attempt)
+                    delay *= 0.5 + random.random()
+                attempt += 1
+                result.retries = attempt
+                await asyncio.sleep(delay)
+                continue
+            except errors.APIStatusError as exc:
+                status = exc.status_code
+                if status >= 500 and attempt < self.settings.max_retries:
+                    attempt += 1
+                    result.retries = attempt
+                    await asyncio.sleep(min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2**attempt))
+                    continue
+                result.error, result.status, result.detail = f"http_{status}", status, _short(exc)
+                break
+            content = response.choices[0].message.content if response.choices else None
+            usage = response.usage
+            result.content = content
+            result.prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
+            result.completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+            result.response_mode = RESPONSE_MODES[self._mode_index]
+            self.spent += self.settings.cost(result.prompt_tokens, result.completion_tokens)
+            break
+        result.latency_s = time.perf_counter() - started
+        if result.error is None and self.cache is not None:
+            self.cache.put(
+                key,
+                self.settings.model,
+                {
+                    "content": result.content,
+                    "prompt_tokens": result.prompt_tokens,
+                    "completion_tokens": result.completion_tokens,
+                    "response_mode": result.response_mode,
+                },
+            )
+        return result
+
+    async def complete_many(
+        self, jobs: Sequence[tuple[Sequence[dict[str, str]], dict[str, Any] | None, int]]
+    ) -> list[LLMResult]:
+        """Run ``(messages, schema, sample)`` jobs with at most ``concurrency`` in flight; results in order."""
+        gate = asyncio.Semaphore(self.settings.concurrency)
+        self._limiter = RateLimiter(self.settings.requests_per_minute, self.settings.tokens_per_minute)
+
+        async def one(job):
+            async with gate:
+                return await self.complete(job[0], schema=job[1], sample=job[2])
+
+        return list(await asyncio.gather(*(one(job) for job in jobs)))
+
+    def run_many(self, jobs) -> list[LLMResult]:
+        async def main():
+            self._client = self._openai.AsyncOpenAI(
+                base_url=self.settings.base_url, api_key=self._api_key, max_retries=0, timeout=self.settings.timeout_s
+            )
+            try:
+                return await self.complete_many(jobs)
+            finally:
+                await self._client.close()
+                self._client = None
+
+        return asyncio.run(main())
+
+
+def _short(exc: Exception, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_endpoint(base_url: str, *, timeout_s: float = 10.0) -> None:
+    """Raise ``ConnectionError`` with a one-line message when nothing answers HTTP at ``base_url``."""
+    import urllib.error
+    import urllib.request
+
+    url = base_url.rstrip("/") + "/models"
+    try:
+        urllib.request.urlopen(url, timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return  # it answers HTTP (401/404 are fine here: the endpoint exists)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConnectionError(f"LLM endpoint {base_url} is unreachable: {reason}") from None

@@ -1,0 +1,75 @@
+"""Parse an LLM answer into candidate concept strings.
+
+``parse_candidates`` accepts, in order: JSON ``{"concepts": [...]}`` (also fenced in Markdown), a bare JSON list,
+and as a last resort a numbered or bulleted list. Anything else raises ``ParseError`` with a typed reason; the
+caller turns it into a reject that keeps the raw text. Repetition loops (a small model repeating one item) are cut.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d{1,3}[.)]|\(\d{1,3}\))\s+(.+?)\s*$")
+
+
+class ParseError(ValueError):
+    """The answer holds no usable concept list; ``reason`` is a short machine-readable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _strings(values: list, where: str) -> list[str]:
+    out = []
+    for value in values:
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, dict) and isinstance(value.get("concept"), str):
+            out.append(value["concept"])
+        else:
+            raise ParseError("schema_violation", f"{where}: list item {value!r} is not a string")
+    return out
+
+
+def cut_repetition(items: list[str], *, max_repeats: int = 2) -> list[str]:
+    """Drop items once the same (case-folded) item has been seen ``max_repeats`` times: a repetition loop."""
+    seen: dict[str, int] = {}
+    out = []
+    for item in items:
+        key = " ".join(item.casefold().split())
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] <= max_repeats:
+            out.append(item)
+    return out
+
+
+def parse_candidates(text: str | None) -> list[str]:
+    """Concept strings from an LLM answer; raises ``ParseError`` (reason: empty, schema_violation, unparseable)."""
+    if text is None or not text.strip():
+        raise ParseError("empty", "empty answer")
+    body = text.strip()
+    fenced = _FENCE.match(body)
+    if fenced:
+        body = fenced.group(1)
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        concepts = data.get("concepts")
+        if not isinstance(concepts, list):
+            raise ParseError("schema_violation", "JSON object has no 'concepts' list")
+        return cut_repetition(_strings(concepts, "concepts"))
+    if isinstance(data, list):
+        return cut_repetition(_strings(data, "list"))
+    if data is not None:
+        raise ParseError("schema_violation", f"JSON {type(data).__name__} is not a concept list")
+    items = [m.group(1) for line in body.splitlines() if (m := _LIST_ITEM.match(line))]
+    if items:
+        return cut_repetition(items)
+    if body.lstrip().startswith(("{", "[")):
+        raise ParseError("malformed_json", "answer looks like JSON but does not parse")
+    raise ParseError("unparseable", "answer is neither JSON nor a list")

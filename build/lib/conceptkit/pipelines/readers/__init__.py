@@ -1,0 +1,2 @@
+"""Readers: the items file (Parquet, CSV, JSONL) in, validated item rows and rejects out.
+"""

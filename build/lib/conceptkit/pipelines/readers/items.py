@@ -1,0 +1,198 @@
+"""Read and validate the input items (Parquet, CSV or JSON Lines) before anything is written.
+
+``load_items`` checks the file as a whole and raises ``InputError`` with a one-line message naming the file and the
+problem (missing file, unknown format, missing column, empty dataset, duplicate ids, non-UTF-8 text, a class with
+no items). Row-level problems (empty or over-long text, a missing id, a label outside the class list) are not
+errors: ``validate_row`` returns a reject reason and the row goes to rejects.parquet.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from conceptkit.pipelines.config import ItemsConfig
+
+SPLIT_NAME = re.compile(r"\w+")
+FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+class InputError(ValueError):
+    """The input items cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class LoadedItems:
+    table: pa.Table  # item_id, text, label (may be null), split, duplicate (a repeated id), in input order
+    classes: tuple[str, ...]
+    labelled: bool
+    path: str
+    modality: str = "text"  # "image": ``text`` holds each item's image path (absolute)
+
+
+def detect_format(path: Path, declared: str) -> str:
+    if declared != "auto":
+        return declared
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(
+            f"{path}: unknown item file format {path.suffix or '(no extension)'!r}; use .parquet, .csv or .jsonl "
+            "(or set items.format)"
+        )
+    return fmt
+
+
+def _check_utf8(path: Path) -> None:
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}: line {lineno} is not valid UTF-8 (byte {exc.start})") from None
+
+
+def _read(path: Path, fmt: str) -> pa.Table:
+    import pyarrow.csv as pcsv
+    import pyarrow.json as pjson
+    import pyarrow.parquet as pq
+
+    try:
+        if fmt == "parquet":
+            return pq.read_table(path)
+        _check_utf8(path)
+        if fmt == "csv":
+            return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(strings_can_be_null=False, column_types={}))
+        return pjson.read_json(path)
+    except InputError:
+        raise
+    except (pa.ArrowInvalid, OSError) as exc:
+        message = " ".join(str(exc).split())[:200]
+        raise InputError(f"{path}: cannot read as {fmt}: {message}") from None
+
+
+def _as_string(table: pa.Table, column: str) -> pa.Array:
+    col = table.column(column)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return col.cast(pa.string())
+    return pc.cast(col, pa.string())
+
+
+def read_classes_file(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"classes file not found: {path}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
+    names = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if not names:
+        raise InputError(f"{path}: no class names (one per line)")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"{path}: duplicate class names {dupes}")
+    return tuple(names)
+
+
+def load_items(cfg: ItemsConfig) -> LoadedItems:
+    """Read, check and normalise the items file described by ``cfg`` (see module docstring)."""
+    if not cfg.path:
+        raise InputError("no items file: give --items PATH (or items.path in the config)")
+    path = Path(cfg.path)
+    if not path.exists():
+        raise InputError(f"items file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"items path is a directory, expected a file: {path}")
+    fmt = detect_format(path, cfg.format)
+    table = _read(path, fmt)
+    columns = table.column_names
+    content_column = cfg.image_column or cfg.text_column
+    if content_column not in columns:
+        kind = "image" if cfg.image_column else "text"
+        raise InputError(f"{path}: no {kind} column {content_column!r} (columns: {', '.join(columns)})")
+    if table.num_rows == 0:
+        raise InputError(f"{path}: the dataset is empty (0 rows)")
+    if cfg.id_column and cfg.id_column in columns:
+        ids = _as_string(table, cfg.id_column)
+    elif cfg.id_column and cfg.id_column != "id":
+        raise InputError(f"{path}: no id column {cfg.id_column!r} (columns: {', '.join(columns)})")
+    else:
+        ids = pa.array([f"row-{i}" for i in range(table.num_rows)], pa.string())
+    non_null = pc.drop_null(ids)
+    duplicate = [False] * table.num_rows
+    if len(pc.unique(non_null)) != len(non_null) and cfg.on_duplicate_id == "reject":
+        seen: set[str] = set()
+        for i, item_id in enumerate(ids.to_pylist()):
+            duplicate[i] = item_id is not None and item_id in seen
+            seen.add(item_id)
+    elif len(pc.unique(non_null)) != len(non_null):
+        counts = pc.value_counts(non_null)
+        dup = next(v["values"].as_py() for v in counts if v["counts"].as_py() > 1)
+        n_dup = sum(1 for v in counts if v["counts"].as_py() > 1)
+        raise InputError(f"{path}: duplicate item ids ({n_dup} ids repeated, e.g. {dup!r}); "
+                         "set items.on_duplicate_id: reject to keep the first and reject the rest")
+    labelled = bool(cfg.label_column) and cfg.label_column in columns
+    if cfg.label_column and not labelled and cfg.label_column != "label":
+        raise InputError(f"{path}: no label column {cfg.label_column!r} (columns: {', '.join(columns)})")
+    labels = _as_string(table, cfg.label_column) if labelled else pa.nulls(table.num_rows, pa.string())
+    if labelled:
+        labels = pc.if_else(pc.equal(pc.utf8_trim_whitespace(labels), ""), pa.scalar(None, pa.string()), labels)
+    found = sorted(set(pc.drop_null(labels).to_pylist())) if labelled else []
+    if cfg.classes_file:
+        classes = read_classes_file(cfg.classes_file)
+        if labelled:
+            empty = [c for c in classes if c not in set(found)]
+            if empty:
+                raise InputError(f"{path}: class {empty[0]!r} from {cfg.classes_file} has no items")
+    elif labelled:
+        if not found:
+            raise InputError(f"{path}: label column {cfg.label_column!r} is empty; give --classes FILE")
+        classes = tuple(found)
+    else:
+        raise InputError(f"{path}: no label column {cfg.label_column!r}; give --classes FILE for unlabelled items")
+    text = _as_string(table, content_column)
+    if cfg.image_column:
+        base = path.resolve().parent
+        text = pa.array([None if p is None or not p.strip() else str(base / p) for p in text.to_pylist()], pa.string())
+    splits = _splits(table, cfg, path)
+    items = pa.table({"item_id": ids, "text": text, "label": labels, "split": splits,
+                      "duplicate": pa.array(duplicate, pa.bool_())})
+    return LoadedItems(table=items, classes=tuple(classes), labelled=labelled, path=str(path),
+                       modality="image" if cfg.image_column else "text")
+
+
+def _splits(table: pa.Table, cfg: ItemsConfig, path: Path) -> pa.Array:
+    """Each row's split: the split column's value when the file has one (blank: the default), else the default."""
+    if cfg.split_column not in table.column_names:
+        return pa.array([cfg.default_split] * table.num_rows, pa.string())
+    values = [v.strip() if v is not None and v.strip() else cfg.default_split
+              for v in _as_string(table, cfg.split_column).to_pylist()]
+    bad = next((v for v in values if not SPLIT_NAME.fullmatch(v)), None)
+    if bad is not None:
+        raise InputError(f"{path}: split column {cfg.split_column!r} holds {bad[:40]!r}; split names are letters, "
+                         "digits and underscores (e.g. train, test, validation)")
+    return pa.array(values, pa.string())
+
+
+def validate_row(row: dict, *, classes: frozenset[str], max_text_chars: int) -> str | None:
+    """The reject reason for one item row, or None when it is usable."""
+    if row.get("item_id") is None or not str(row["item_id"]).strip():
+        return "missing_id"
+    if row.get("duplicate"):
+        return "duplicate_id"
+    text = row.get("text")
+    if text is None or not text.strip():
+        return "empty_text"
+    if len(text) > max_text_chars:
+        return "text_too_long"
+    label = row.get("label")
+    if label is not None and label not in classes:
+        return "unknown_label"
+    return None

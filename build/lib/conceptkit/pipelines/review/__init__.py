@@ -1,0 +1,2 @@
+"""Review stage: annotations in, Label Studio tasks out; people's answers back in as verified labels.
+"""

@@ -1,0 +1,1104 @@
+"""Submodular subset selection: objectives, greedy optimisers and LaBo's per-class concept selection.
+
+Contract: pure numpy / scipy / faiss. In: embeddings or similarity matrices (dense ndarray or
+scipy.sparse) and budgets. Out: frozen dataclasses holding the ordered selection, the marginal gain
+of each pick and the objective value. No file or network IO; logging only; a tqdm progress bar for
+long selections when logging is at INFO or below and stderr is a terminal.
+
+Objectives (all monotone submodular on non-negative inputs):
+
+- ``FacilityLocation``: f(A) = sum_i max(0, max_{j in A} s_ij). Dense, sparse (a kNN similarity
+  graph from ``knn_graph``) or computed on the fly from embeddings when the dense matrix would not
+  fit in ``max_dense_bytes``.
+- ``GraphCut``: f(A) = sum_{i in V, j in A} s_ij - lam * sum_{i, j in A} s_ij (monotone for lam <= 0.5).
+- ``SaturatedCoverage``: f(A) = sum_i min(sum_{j in A} s_ij, gamma * sum_{j in V} s_ij).
+- ``FeatureBased``: f(A) = sum_f w_f g(sum_{j in A} m_jf), g concave ("sqrt", "log1p", "inverse").
+- ``Modular``: f(A) = sum_{j in A} w_j.
+- ``Mixture``: sum_t w_t f_t(A).
+
+Negative similarities: a monotone facility location needs s >= 0. The default ``negative="clip"``
+counts a negative similarity as 0 (an element dissimilar to everything chosen is simply not
+covered); ``negative="shift"`` adds -min(s) to every dense entry, which keeps the order of all
+similarities but rewards every pick by the shift. Sparse inputs are always clipped (a shift would
+make them dense). Other similarity-based objectives clip.
+
+Optimisers: ``naive_greedy`` (the reference), ``lazy_greedy`` (priority queue of upper bounds,
+returns exactly naive greedy's selection and gains on precomputed similarities) and
+``stochastic_greedy`` (Mirzasoleiman et al. 2015, seeded). Ties go to the lowest index.
+k must be in [1, n]; k = 0 and k > n are errors (a caller wanting "all" passes n).
+
+LaBo (Yang et al. 2023): ``select_labo`` runs the per-class selection of all classes at once on a
+padded (classes x candidates x candidates) block; see its docstring for the utility and budgets.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZERS = ("naive", "lazy", "stochastic")
+NEGATIVE_MODES = ("clip", "shift")
+# Rows of a dense similarity block evaluated at once; bounds temporaries to ~64 MB of float32.
+_BLOCK_ELEMENTS = 1 << 24
+# Dense facility location switches to sparse rows of live entries (s_ij > best_i) once the ground
+# set is this large and at most this share of the entries is still live.
+_PRUNE_MIN_GROUND = 1024
+_PRUNE_MAX_DENSITY = 0.3
+_PRUNE_MAX_ENTRIES = 1 << 27  # 1 GiB of live (int32 index, float32 value) pairs
+# Selections at least this long get a progress bar (when logging and the terminal allow it).
+_PROGRESS_MIN_K = 2000
+
+
+@dataclass(frozen=True)
+class Selection:
+    """An ordered greedy selection: ``objective`` is f(selected), ``gains`` sum to it (up to rounding)."""
+
+    selected: np.ndarray  # (k,) int64 in selection order
+    gains: np.ndarray  # (k,) float64 marginal gain of each at its pick
+    objective: float
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _check_finite(name: str, array: np.ndarray) -> None:
+    # A float64 sum is one pass without a temporary; non-finite entries (or, rarely, overflow)
+    # make it non-finite, and only then do we look for the offending entry.
+    if array.size and not math.isfinite(float(array.sum(dtype=np.float64))) and not np.all(np.isfinite(array)):
+        bad = np.argwhere(~np.isfinite(array))[0]
+        raise ValueError(f"`{name}` must be finite; found {array[tuple(bad)]} at index {tuple(int(b) for b in bad)}")
+
+
+def _as_matrix(name: str, value: Any, *, dtype: type = np.float32) -> np.ndarray:
+    array = np.asarray(value)
+    if array.ndim != 2:
+        raise ValueError(f"`{name}` must be 2-D, got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"`{name}` must be non-empty, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
+        raise ValueError(f"`{name}` must be numeric, got dtype {array.dtype}")
+    array = np.ascontiguousarray(array, dtype=dtype)
+    _check_finite(name, array)
+    return array
+
+
+def _check_k(name: str, k: Any, n: float) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"`{name}` must be an int, got {k!r}")
+    if k < 1:
+        raise ValueError(f"`{name}` must be >= 1, got {k}")
+    if k > n:
+        raise ValueError(f"`{name}`={k} exceeds the number of candidates n={n}")
+    return int(k)
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}")
+
+
+def _check_epsilon(epsilon: float) -> None:
+    if not (isinstance(epsilon, (int, float)) and 0.0 < epsilon < 1.0):
+        raise ValueError(f"`epsilon` must be in (0, 1), got {epsilon!r}")
+
+
+def _check_weight(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not math.isfinite(value):
+        raise ValueError(f"`{name}` must be a finite number, got {value!r}")
+    if value < 0:
+        raise ValueError(f"`{name}` must be >= 0, got {value}")
+    return float(value)
+
+
+def _progress(total: int, desc: str) -> Any:
+    """A tqdm bar for long selections on a terminal at INFO; otherwise None."""
+    if total < _PROGRESS_MIN_K or not logger.isEnabledFor(logging.INFO) or not sys.stderr.isatty():
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False)
+
+
+# ---------------------------------------------------------------- objectives
+
+
+class Objective(ABC):
+    """A monotone submodular set function over candidates 0..n-1, evaluated through a mutable state."""
+
+    n: int
+
+    @abstractmethod
+    def init_state(self) -> Any:
+        """The state of the empty set."""
+
+    @abstractmethod
+    def gains(self, state: Any, idx: np.ndarray) -> np.ndarray:
+        """(len(idx),) float64 marginal gains f(A + j) - f(A) for candidates ``idx`` not in A."""
+
+    @abstractmethod
+    def update(self, state: Any, j: int) -> None:
+        """Add candidate ``j`` to the set held by ``state``."""
+
+    @abstractmethod
+    def value(self, state: Any) -> float:
+        """f(A) for the set held by ``state``."""
+
+
+def _dense_rows_gains(rows: np.ndarray, best: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """sum(max(rows - best, 0), axis=-1) as float64, in ``out`` (may be ``rows``) to spare allocations.
+
+    Float32 sums along the contiguous last axis: a row's result does not depend on its batch,
+    which is what makes lazy greedy reproduce naive greedy bit for bit. Fresh multi-megabyte
+    temporaries cost more in page faults than the arithmetic, hence ``out``.
+    """
+    out = np.subtract(rows, best, out=out)
+    np.maximum(out, 0.0, out=out)
+    return out.sum(axis=-1).astype(np.float64)
+
+
+def _csr_gather(matrix: sp.csr_matrix, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions into matrix.data/indices of rows ``idx``, and the batch row of each position."""
+    starts = matrix.indptr[idx]
+    lengths = matrix.indptr[idx + 1] - starts
+    total = int(lengths.sum())
+    owner = np.repeat(np.arange(len(idx)), lengths)
+    offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
+    return offsets + np.arange(total), owner
+
+
+class FacilityLocation(Objective):
+    """f(A) = sum_i max(0, max_{j in A} s_ij) over ground elements i and candidates j.
+
+    ``similarity`` is (n_ground, n_candidates), dense or scipy.sparse (missing entries are 0).
+    """
+
+    def __init__(
+        self, similarity: np.ndarray | sp.spmatrix | sp.sparray, *, negative: str = "clip", symmetric: bool = False
+    ) -> None:
+        """``symmetric=True`` promises s_ij == s_ji (a cosine Gram matrix) and skips a transposed copy."""
+        _check_choice("negative", negative, NEGATIVE_MODES)
+        self._embeddings: np.ndarray | None = None
+        if sp.issparse(similarity):
+            matrix = sp.csr_matrix(similarity, dtype=np.float32)
+            if matrix.shape[0] == 0 or matrix.shape[1] == 0:
+                raise ValueError(f"`similarity` must be non-empty, got shape {matrix.shape}")
+            _check_finite("similarity", matrix.data)
+            # Rows of the transpose are candidates: a gain reads one contiguous row.
+            transposed = matrix.T.tocsr()
+            transposed.data = np.maximum(transposed.data, 0.0)
+            transposed.eliminate_zeros()
+            transposed.sort_indices()
+            self._sparse: sp.csr_matrix | None = transposed
+            self._dense: np.ndarray | None = None
+            self.n_ground = matrix.shape[0]
+        else:
+            dense = _as_matrix("similarity", similarity)
+            if symmetric and dense.shape[0] != dense.shape[1]:
+                raise ValueError(f"`similarity` must be square when symmetric=True, got shape {dense.shape}")
+            lowest = float(dense.min())
+            if lowest < 0 and negative == "shift":
+                dense = dense - np.float32(lowest)
+            elif lowest < 0:
+                dense = np.maximum(dense, 0.0)
+            # Rows of self._dense are candidates, so a gain reads one contiguous row.
+            self._dense = dense if symmetric else np.ascontiguousarray(dense.T)
+            self._sparse = None
+            self.n_ground = dense.shape[0]
+        self.n = (self._sparse if self._sparse is not None else self._dense).shape[0]
+
+    @classmethod
+    def from_embeddings(
+        cls, embeddings: np.ndarray, *, negative: str = "clip", max_dense_bytes: int = 2 << 30
+    ) -> FacilityLocation:
+        """Cosine facility location over the rows of ``embeddings`` (ground set = candidates).
+
+        The n x n float32 similarity is precomputed when it fits in ``max_dense_bytes``; otherwise
+        rows are computed on demand (X[idx] @ X.T), trading time for memory. ``negative="shift"``
+        maps cosine s to (s + 1) / 2 in the on-demand mode.
+        """
+        _check_choice("negative", negative, NEGATIVE_MODES)
+        x = normalize_rows(_as_matrix("embeddings", embeddings))
+        n = x.shape[0]
+        if n * n * 4 <= max_dense_bytes:
+            gram = _blocked_gram(x)
+            if negative == "clip":
+                np.maximum(gram, 0.0, out=gram)  # in place: spares the constructor a copy
+            return cls(gram, negative=negative, symmetric=True)
+        self = cls.__new__(cls)
+        self._embeddings = x
+        self._dense = None
+        self._sparse = None
+        self._shift = negative == "shift"
+        self.n = self.n_ground = n
+        return self
+
+    def _rows(self, idx: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Candidate rows ``idx`` (n_ground wide): a view, a copy into ``out``, or computed on demand."""
+        if self._dense is not None:
+            if len(idx) > 1 and idx[-1] - idx[0] == len(idx) - 1 and np.all(np.diff(idx) == 1):
+                return self._dense[idx[0] : idx[-1] + 1]  # a view: no copy for block scans
+            if out is None:
+                return self._dense[idx]
+            return np.take(self._dense, idx, axis=0, out=out[: len(idx)])
+        rows = np.matmul(self._embeddings[idx], self._embeddings.T, out=None if out is None else out[: len(idx)])
+        if self._shift:
+            rows += 1.0
+            rows *= 0.5
+        return np.maximum(rows, 0.0, out=rows)
+
+    def init_state(self) -> _FacilityState:
+        return _FacilityState(np.zeros(self.n_ground, dtype=np.float32))
+
+    def gains(self, state: _FacilityState, idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        rows = self._sparse if self._sparse is not None else state.live
+        if rows is not None:
+            pos, owner = _csr_gather(rows, idx)
+            diff = np.maximum(rows.data[pos] - state.best[rows.indices[pos]], 0.0)
+            return np.bincount(owner, weights=diff, minlength=len(idx))
+        if not len(idx):
+            return np.zeros(0)
+        step = max(1, _BLOCK_ELEMENTS // self.n_ground)
+        if state.updates == 0:  # best == 0 and s >= 0: max(s - 0, 0) is s itself, summed the same way
+            return np.concatenate([self._rows(idx[s : s + step]).sum(axis=1) for s in range(0, len(idx), step)]).astype(np.float64)
+        scratch = self._scratch(min(step, len(idx)))
+        return np.concatenate(
+            [
+                _dense_rows_gains(self._rows(idx[s : s + step], scratch), state.best, out=scratch[: len(idx[s : s + step])])
+                for s in range(0, len(idx), step)
+            ]
+        )
+
+    def _scratch(self, rows: int) -> np.ndarray:
+        buffer = getattr(self, "_buffer", None)
+        if buffer is None or buffer.shape[0] < rows:
+            buffer = self._buffer = np.empty((rows, self.n_ground), dtype=np.float32)
+        return buffer
+
+    def update(self, state: _FacilityState, j: int) -> None:
+        best = state.best
+        if self._sparse is not None:
+            lo, hi = self._sparse.indptr[j], self._sparse.indptr[j + 1]
+            cols = self._sparse.indices[lo:hi]
+            best[cols] = np.maximum(best[cols], self._sparse.data[lo:hi])
+            return
+        if state.live is not None:
+            lo, hi = state.live.indptr[j], state.live.indptr[j + 1]
+            cols = state.live.indices[lo:hi]
+            best[cols] = np.maximum(best[cols], state.live.data[lo:hi])
+        else:
+            np.maximum(best, self._rows(np.array([j]))[0], out=best)
+        state.updates += 1
+        if state.updates == state.next_prune and self.n_ground >= _PRUNE_MIN_GROUND:
+            state.next_prune *= 2
+            self._prune(state)
+
+    def _prune(self, state: _FacilityState) -> None:
+        """Keep only entries s_ij > best_i: the others contribute 0 now and forever (best only grows).
+
+        Used once fewer than ``_PRUNE_MAX_DENSITY`` of the entries are live; later calls filter the
+        live set again. Gains then come from short sparse rows instead of full dense ones.
+        """
+        best = state.best
+        if state.live is not None:
+            live = state.live
+            keep = live.data > best[live.indices]
+            kept_before = np.concatenate(([0], np.cumsum(keep)))
+            state.live = _Rows(kept_before[live.indptr], live.indices[keep], live.data[keep])
+            return
+        limit = min(int(_PRUNE_MAX_DENSITY * self.n * self.n_ground), _PRUNE_MAX_ENTRIES)
+        step = max(1, _BLOCK_ELEMENTS // self.n_ground)
+        counts, indices, data, total = [], [], [], 0
+        scratch = self._scratch(min(step, self.n))
+        mask_buffer = np.empty(scratch.shape, dtype=bool)
+        for s in range(0, self.n, step):
+            rows = self._rows(np.arange(s, min(s + step, self.n)), scratch)
+            mask = np.greater(rows, best, out=mask_buffer[: len(rows)])
+            flat = np.flatnonzero(mask)
+            counts.append(np.count_nonzero(mask, axis=1))
+            total += flat.size
+            if total > limit:
+                return
+            indices.append((flat % self.n_ground).astype(np.int32))
+            data.append(rows.ravel()[flat])
+        counts_all = np.concatenate(counts)
+        state.live = _Rows(
+            np.concatenate(([0], np.cumsum(counts_all))), np.concatenate(indices), np.concatenate(data)
+        )
+        logger.debug("facility location: %d live entries of %d after %d picks", total, self.n * self.n_ground, state.updates)
+
+    def value(self, state: _FacilityState) -> float:
+        return float(state.best.sum(dtype=np.float64))
+
+
+@dataclass
+class _Rows:
+    """Minimal CSR rows (candidates x ground) for the live entries of a dense facility location."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+
+
+@dataclass
+class _FacilityState:
+    best: np.ndarray  # (n_ground,) float32 max similarity to the selected set (0 when empty)
+    live: _Rows | None = None
+    updates: int = 0
+    next_prune: int = 8
+
+
+def _square(name: str, similarity: np.ndarray) -> np.ndarray:
+    dense = _as_matrix(name, similarity)
+    if dense.shape[0] != dense.shape[1]:
+        raise ValueError(f"`{name}` must be square, got shape {dense.shape}")
+    return np.maximum(dense, 0.0)
+
+
+class GraphCut(Objective):
+    """f(A) = sum_{i in V, j in A} s_ij - lam * sum_{i, j in A} s_ij on a symmetric similarity (clipped at 0)."""
+
+    def __init__(self, similarity: np.ndarray, *, lam: float = 0.5) -> None:
+        lam = _check_weight("lam", lam)
+        if lam > 0.5:
+            raise ValueError(f"`lam` must be <= 0.5 for a monotone graph cut, got {lam}")
+        self._s = _square("similarity", similarity).astype(np.float64)
+        if not np.allclose(self._s, self._s.T):
+            raise ValueError("`similarity` must be symmetric for GraphCut")
+        self._lam = lam
+        self._total = self._s.sum(axis=0)
+        self.n = self._s.shape[0]
+
+    def init_state(self) -> dict[str, Any]:
+        return {"inside": np.zeros(self.n), "value": 0.0}
+
+    def gains(self, state: dict[str, Any], idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        return self._total[idx] - self._lam * (2.0 * state["inside"][idx] + self._s[idx, idx])
+
+    def update(self, state: dict[str, Any], j: int) -> None:
+        state["value"] += float(self.gains(state, np.array([j]))[0])
+        state["inside"] += self._s[j]
+
+    def value(self, state: dict[str, Any]) -> float:
+        return state["value"]
+
+
+class SaturatedCoverage(Objective):
+    """f(A) = sum_i min(sum_{j in A} s_ij, gamma * sum_{j in V} s_ij), similarities clipped at 0."""
+
+    def __init__(self, similarity: np.ndarray, *, gamma: float = 0.1) -> None:
+        gamma = _check_weight("gamma", gamma)
+        if not 0 < gamma <= 1:
+            raise ValueError(f"`gamma` must be in (0, 1], got {gamma}")
+        dense = np.maximum(_as_matrix("similarity", similarity), 0.0).astype(np.float64)
+        self._t = np.ascontiguousarray(dense.T)
+        self._cap = gamma * dense.sum(axis=1)
+        self.n = self._t.shape[0]
+
+    def init_state(self) -> np.ndarray:
+        return np.zeros(self._t.shape[1])
+
+    def gains(self, state: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        now = np.minimum(state, self._cap)
+        return (np.minimum(state + self._t[np.asarray(idx, dtype=np.int64)], self._cap) - now).sum(axis=1)
+
+    def update(self, state: np.ndarray, j: int) -> None:
+        state += self._t[j]
+
+    def value(self, state: np.ndarray) -> float:
+        return float(np.minimum(state, self._cap).sum())
+
+
+_CONCAVE = {
+    "sqrt": np.sqrt,
+    "log1p": np.log1p,
+    "inverse": lambda x: x / (1.0 + x),
+}
+
+
+class FeatureBased(Objective):
+    """f(A) = sum_f w_f g(sum_{j in A} m_jf) with non-negative features m and a concave g."""
+
+    def __init__(self, features: np.ndarray, *, weights: np.ndarray | None = None, concave: str = "sqrt") -> None:
+        _check_choice("concave", concave, tuple(_CONCAVE))
+        m = _as_matrix("features", features, dtype=np.float64)
+        if m.min() < 0:
+            raise ValueError(f"`features` must be non-negative, got minimum {m.min()}")
+        w = np.ones(m.shape[1]) if weights is None else np.asarray(weights, dtype=np.float64)
+        if w.shape != (m.shape[1],):
+            raise ValueError(f"`weights` must have shape ({m.shape[1]},), got {w.shape}")
+        _check_finite("weights", w)
+        if w.min() < 0:
+            raise ValueError(f"`weights` must be non-negative, got minimum {w.min()}")
+        self._m, self._w, self._g = m, w, _CONCAVE[concave]
+        self.n = m.shape[0]
+
+    def init_state(self) -> np.ndarray:
+        return np.zeros(self._m.shape[1])
+
+    def gains(self, state: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        rows = self._m[np.asarray(idx, dtype=np.int64)]
+        return ((self._g(state + rows) - self._g(state)) * self._w).sum(axis=1)
+
+    def update(self, state: np.ndarray, j: int) -> None:
+        state += self._m[j]
+
+    def value(self, state: np.ndarray) -> float:
+        return float((self._g(state) * self._w).sum())
+
+
+class Modular(Objective):
+    """f(A) = sum_{j in A} w_j with w >= 0 (e.g. LaBo's discriminability)."""
+
+    def __init__(self, weights: np.ndarray) -> None:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.ndim != 1 or w.size == 0:
+            raise ValueError(f"`weights` must be a non-empty 1-D array, got shape {w.shape}")
+        _check_finite("weights", w)
+        if w.min() < 0:
+            raise ValueError(f"`weights` must be non-negative, got minimum {w.min()}")
+        self._w = w
+        self.n = w.size
+
+    def init_state(self) -> list[float]:
+        return [0.0]
+
+    def gains(self, state: list[float], idx: np.ndarray) -> np.ndarray:
+        return self._w[np.asarray(idx, dtype=np.int64)]
+
+    def update(self, state: list[float], j: int) -> None:
+        state[0] += float(self._w[j])
+
+    def value(self, state: list[float]) -> float:
+        return state[0]
+
+
+class Mixture(Objective):
+    """f(A) = sum_t w_t f_t(A) over objectives sharing the same candidates."""
+
+    def __init__(self, terms: Sequence[tuple[float, Objective]]) -> None:
+        if not terms:
+            raise ValueError("`terms` must be non-empty")
+        sizes = {objective.n for _, objective in terms}
+        if len(sizes) != 1:
+            raise ValueError(f"`terms` must share one candidate count, got {sorted(sizes)}")
+        self._terms = [(_check_weight("weight", w), objective) for w, objective in terms]
+        self.n = sizes.pop()
+
+    def init_state(self) -> list[Any]:
+        return [objective.init_state() for _, objective in self._terms]
+
+    def gains(self, state: list[Any], idx: np.ndarray) -> np.ndarray:
+        total = np.zeros(len(idx))
+        for (w, objective), s in zip(self._terms, state):
+            total += w * objective.gains(s, idx)
+        return total
+
+    def update(self, state: list[Any], j: int) -> None:
+        for (_, objective), s in zip(self._terms, state):
+            objective.update(s, j)
+
+    def value(self, state: list[Any]) -> float:
+        return sum(w * objective.value(s) for (w, objective), s in zip(self._terms, state))
+
+
+# ---------------------------------------------------------------- optimisers
+
+
+def _take_best(objective: "Objective", state: Any, pool: np.ndarray, available: np.ndarray, selected: list[int],
+               gains: list[float], bar: Any) -> None:
+    """One greedy step over ``pool``: pick the best gain (lowest index on ties), record it, update the state."""
+    g = objective.gains(state, pool)
+    best = int(np.argmax(g))
+    j = int(pool[best])
+    selected.append(j)
+    gains.append(float(g[best]))
+    available[j] = False
+    objective.update(state, j)
+    if bar is not None:
+        bar.update()
+
+
+def naive_greedy(objective: Objective, k: int) -> Selection:
+    """Reference greedy: evaluate every remaining candidate at every step; ties to the lowest index."""
+    k = _check_k("k", k, objective.n)
+    state = objective.init_state()
+    available = np.ones(objective.n, dtype=bool)
+    selected, gains = [], []
+    bar = _progress(k, "naive greedy")
+    for _ in range(k):
+        _take_best(objective, state, np.flatnonzero(available), available, selected, gains, bar)
+    if bar is not None:
+        bar.close()
+    return Selection(np.array(selected, dtype=np.int64), np.array(gains), objective.value(state))
+
+
+def lazy_greedy(
+    objective: Objective, k: int, *, pool_size: int = 1024, min_batch: int = 8, max_batch: int = 256
+) -> Selection:
+    """Lazy greedy (Minoux 1978) over a pool of the highest upper bounds, in numpy.
+
+    Stale gains are upper bounds. The pool holds every candidate whose bound is at least the
+    ``pool_size``-th largest; ``outside`` is the largest bound left out, strictly below the pool.
+    Each step re-evaluates the pool's top stale bounds in batches (doubling from ``min_batch`` to
+    ``max_batch``, so a gain computed on the fly is paid in matrix products) until the best fresh
+    gain beats every stale bound, ties going to the lowest index; the pool is rebuilt, O(n), only
+    when ``outside`` catches up. The result equals ``naive_greedy``'s whenever a candidate's gain
+    does not depend on the batch it is computed in (dense or sparse precomputed similarities).
+    """
+    k = _check_k("k", k, objective.n)
+    n = objective.n
+    state = objective.init_state()
+    upper = objective.gains(state, np.arange(n))
+    fresh_at = np.zeros(n, dtype=np.int64)  # step at which upper[j] was computed
+    selected, gains = [], []
+    evaluations, rebuilds = n, 0
+    pool = np.zeros(0, dtype=np.int64)
+    outside = np.inf  # forces a build at the first step
+    bar = _progress(k, "lazy greedy")
+    for step in range(k):
+        batch = min_batch
+        while True:
+            bounds = upper[pool]
+            fresh = fresh_at[pool] == step
+            fresh_bounds = np.where(fresh, bounds, -np.inf)
+            best = fresh_bounds.max(initial=-np.inf)
+            stale_bounds = np.where(fresh, -np.inf, bounds)
+            stale = stale_bounds.max(initial=-np.inf)
+            if best > -np.inf and best > outside:
+                j = int(pool[fresh_bounds == best].min())
+                if best > stale or (best == stale and j < pool[stale_bounds == stale].min()):
+                    break
+            if stale == -np.inf or stale < outside:
+                pool, outside = _build_pool(upper, pool_size)
+                rebuilds += 1
+                continue
+            top = pool[np.argsort(-stale_bounds, kind="stable")[: min(batch, np.count_nonzero(stale_bounds > -np.inf))]]
+            upper[top] = objective.gains(state, top)
+            fresh_at[top] = step
+            evaluations += len(top)
+            batch = min(2 * batch, max_batch)
+        selected.append(j)
+        gains.append(float(best))
+        upper[j] = -np.inf
+        pool = pool[pool != j]
+        objective.update(state, j)
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    logger.debug("lazy greedy: k=%d n=%d gain evaluations=%d pool rebuilds=%d", k, n, evaluations, rebuilds)
+    return Selection(np.array(selected, dtype=np.int64), np.array(gains), objective.value(state))
+
+
+def _build_pool(upper: np.ndarray, pool_size: int) -> tuple[np.ndarray, float]:
+    """Indices with a bound >= the pool_size-th largest (ties all in), and the largest bound left out."""
+    live = upper > -np.inf
+    n_live = int(np.count_nonzero(live))
+    if n_live <= pool_size:
+        return np.flatnonzero(live), -np.inf
+    threshold = np.partition(upper, upper.size - pool_size)[upper.size - pool_size]
+    inside = upper >= threshold
+    left = upper[~inside]
+    return np.flatnonzero(inside), float(left.max()) if left.size else -np.inf
+
+
+def stochastic_greedy(objective: Objective, k: int, *, epsilon: float = 0.1, seed: int = 0) -> Selection:
+    """Stochastic greedy: each step evaluates a seeded random sample of ceil(n/k * ln(1/epsilon))
+    remaining candidates; (1 - 1/e - epsilon) in expectation."""
+    k = _check_k("k", k, objective.n)
+    _check_epsilon(epsilon)
+    n = objective.n
+    sample_size = min(n, math.ceil(n / k * math.log(1.0 / epsilon)))
+    rng = np.random.default_rng(seed)
+    state = objective.init_state()
+    available = np.ones(n, dtype=bool)
+    selected, gains = [], []
+    bar = _progress(k, "stochastic greedy")
+    for step in range(k):
+        remaining = n - step
+        if sample_size >= remaining // 2:
+            pool = np.flatnonzero(available)
+            sample = np.sort(rng.choice(pool, size=min(sample_size, remaining), replace=False))
+        else:
+            # Rejection sampling keeps a step O(sample) instead of O(n) when few are taken.
+            draw = rng.integers(0, n, size=2 * sample_size + 16)
+            sample = np.unique(draw[available[draw]])[:sample_size]
+            if sample.size == 0:
+                sample = np.flatnonzero(available)[:1]
+        _take_best(objective, state, sample, available, selected, gains, bar)
+    if bar is not None:
+        bar.close()
+    return Selection(np.array(selected, dtype=np.int64), np.array(gains), objective.value(state))
+
+
+def greedy(
+    objective: Objective, k: int, *, optimizer: str = "lazy", epsilon: float = 0.1, seed: int = 0
+) -> Selection:
+    """Maximise ``objective`` under |A| <= k with the named optimiser."""
+    _check_choice("optimizer", optimizer, OPTIMIZERS)
+    if optimizer == "naive":
+        return naive_greedy(objective, k)
+    if optimizer == "lazy":
+        return lazy_greedy(objective, k)
+    return stochastic_greedy(objective, k, epsilon=epsilon, seed=seed)
+
+
+# ---------------------------------------------------------------- similarity helpers
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
+    return x / np.where(norms > 0, norms, np.float32(1.0))
+
+
+def _blocked_gram(x: np.ndarray) -> np.ndarray:
+    n = x.shape[0]
+    out = np.empty((n, n), dtype=np.float32)
+    step = max(1, _BLOCK_ELEMENTS // n)
+    for s in range(0, n, step):
+        np.matmul(x[s : s + step], x.T, out=out[s : s + step])
+    return out
+
+
+def knn_graph(
+    embeddings: np.ndarray,
+    n_neighbors: int,
+    *,
+    exact_below: int = 50_000,
+    nprobe: int = 8,
+    search_dim: int | None = 64,
+    seed: int = 0,
+) -> sp.csr_matrix:
+    """(n, n) CSR: row i holds the cosine similarity to its ``n_neighbors`` nearest rows (itself included).
+
+    Below ``exact_below`` rows: exact search (faiss IndexFlatIP). Above: approximate search with an
+    IVF index (nlist = sqrt(nprobe * n) lists, trained on a seeded sample, ``nprobe`` lists searched)
+    over a PCA projection to ``search_dim`` dimensions (None: full dimension); the neighbours are
+    approximate but their similarities are then recomputed exactly in the original space.
+    Non-positive similarities are dropped (clipped to 0).
+    """
+    import faiss
+
+    x = normalize_rows(_as_matrix("embeddings", embeddings))
+    n, d = x.shape
+    n_neighbors = _check_k("n_neighbors", n_neighbors, n)
+    rng = np.random.default_rng(seed)
+    searched = x
+    if n < exact_below:
+        index = faiss.IndexFlatIP(d)
+    else:
+        nlist = int(math.sqrt(nprobe * n))
+        train_rows = np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))
+        if search_dim is not None and search_dim < d:
+            pca = faiss.PCAMatrix(d, search_dim)
+            pca.train(x[train_rows])
+            searched = np.empty((n, search_dim), dtype=np.float32)
+            for s in range(0, n, 262_144):
+                searched[s : s + 262_144] = pca.apply(x[s : s + 262_144])
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(searched.shape[1]), searched.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(searched[train_rows])
+        index.nprobe = nprobe
+    index.add(searched)
+    sims = np.empty((n, n_neighbors), dtype=np.float32)
+    ids = np.empty((n, n_neighbors), dtype=np.int64)
+    step = 65_536
+    for s in range(0, n, step):
+        sims[s : s + step], ids[s : s + step] = index.search(searched[s : s + step], n_neighbors)
+    del index
+    if searched is not x:
+        for s in range(0, n, 8192):  # exact cosine for the approximate neighbours
+            found = np.maximum(ids[s : s + 8192], 0)
+            sims[s : s + 8192] = np.einsum("id,ikd->ik", x[s : s + 8192], x[found])
+    keep = (ids >= 0) & (sims > 0)
+    rows = np.repeat(np.arange(n), n_neighbors)[keep.ravel()]
+    graph = sp.csr_matrix((sims[keep], (rows, ids[keep])), shape=(n, n), dtype=np.float32)
+    graph.sum_duplicates()
+    logger.info("kNN graph: %d rows, %d neighbours, %d entries", n, n_neighbors, graph.nnz)
+    return graph
+
+
+def facility_location_greedy(
+    data: np.ndarray | sp.spmatrix | sp.sparray,
+    k: int,
+    *,
+    metric: str = "precomputed",
+    n_neighbors: int = 20,
+    negative: str = "clip",
+    optimizer: str = "lazy",
+    epsilon: float = 0.1,
+    seed: int = 0,
+) -> Selection:
+    """Facility-location subset selection of ``k`` of the candidates in ``data``.
+
+    metric="precomputed": ``data`` is an (n_ground, n) similarity, dense or sparse.
+    metric="cosine": ``data`` is (n, d) embeddings; dense cosine similarity (on demand if large).
+    metric="knn": ``data`` is (n, d) embeddings; sparse graph of ``n_neighbors`` cosine neighbours.
+    """
+    _check_choice("metric", metric, ("precomputed", "cosine", "knn"))
+    if metric == "precomputed":
+        objective = FacilityLocation(data, negative=negative)
+    elif metric == "cosine":
+        objective = FacilityLocation.from_embeddings(data, negative=negative)
+    else:
+        objective = FacilityLocation(knn_graph(data, n_neighbors, seed=seed))
+    return greedy(objective, k, optimizer=optimizer, epsilon=epsilon, seed=seed)
+
+
+# ---------------------------------------------------------------- LaBo
+
+
+@dataclass(frozen=True)
+class LaboSelection:
+    """LaBo's per-class selection, in selection order.
+
+    ``gains[i]`` is the increase of the total objective when ``selected[i]`` was added: it counts for
+    every class it belongs to, so ``gains[i] == alpha * discriminability[i] * n_classes_i +
+    coverage_gain[i]`` where n_classes_i is the number of classes the concept belongs to, and
+    ``objective == gains.sum()`` up to rounding.
+    """
+
+    selected: np.ndarray  # (m,) int64 concept indices in selection order
+    gains: np.ndarray  # (m,) float64 marginal gain of each at its pick
+    ranks: np.ndarray  # (m,) int64 rank within the class budget that picked it (0-based)
+    picked_for: np.ndarray  # (m,) int64 class index whose budget picked it
+    discriminability: np.ndarray  # (m,) float64 the concept's discriminability term (0 when no labels)
+    coverage_gain: np.ndarray  # (m,) float64 the coverage part of its gain (beta included)
+    objective: float
+
+
+def labo_discriminability(
+    class_association: np.ndarray, *, negative: str = "clip", normalize: bool = True
+) -> np.ndarray:
+    """(n,) mutual-information score of each concept from an (n_concepts, n_classes) association S.
+
+    S is clipped at 0 (``negative="clip"``: a concept dissimilar to a class's items is no evidence
+    for it) or shifted by -min(S) (``"shift"``). p(c | y) = S[c, y] / sum_c S[c, y] per class, p(y)
+    uniform over classes with any association, p(c, y) = p(c | y) p(y), p(c) = sum_y p(c, y), and
+    MI(c) = sum_y p(c, y) log(p(c, y) / (p(c) p(y))) >= 0 (0 log 0 = 0). With ``normalize`` the
+    scores are divided by their maximum, so they lie in [0, 1] whatever the number of concepts.
+    """
+    _check_choice("negative", negative, NEGATIVE_MODES)
+    s = np.asarray(class_association)
+    if s.ndim != 2 or 0 in s.shape:
+        raise ValueError(f"`class_association` must be a non-empty 2-D array, got shape {s.shape}")
+    if not np.issubdtype(s.dtype, np.floating) and not np.issubdtype(s.dtype, np.integer):
+        raise ValueError(f"`class_association` must be numeric, got dtype {s.dtype}")
+    # Row chunks in float32: S can be (500k concepts x 1000 classes), too big to copy whole.
+    step = max(1, _BLOCK_ELEMENTS // (4 * s.shape[1]))
+    chunks = range(0, s.shape[0], step)
+    shift = 0.0
+    if negative == "shift":
+        for lo in chunks:
+            _check_finite("class_association", s[lo : lo + step])
+        shift = max(0.0, -float(s.min()))
+
+    def cleaned(lo: int) -> np.ndarray:
+        block = s[lo : lo + step].astype(np.float32)
+        if shift:
+            block += np.float32(shift)
+        return np.maximum(block, 0.0, out=block)
+
+    mass = np.zeros(s.shape[1])
+    for lo in chunks:
+        block = cleaned(lo)
+        mass += block.sum(axis=0, dtype=np.float64)
+        if not math.isfinite(mass.sum()):
+            _check_finite("class_association", s[lo : lo + step])
+    live = mass > 0
+    if not live.any():
+        return np.zeros(s.shape[0])
+    p_y = 1.0 / live.sum()
+    inv_mass = (1.0 / mass[live]).astype(np.float32)
+    mi = np.empty(s.shape[0])
+    for lo in chunks:
+        # MI(c) = p(y) sum_y q log q - p(c) log p(c), q = p(c|y), p(c) = p(y) sum_y q. float32 logs
+        # (a score, not a probability summed over millions) keep 5e8 entries to about a second.
+        q = cleaned(lo)
+        if not live.all():
+            q = q[:, live]
+        q *= inv_mass
+        q_log_q = np.zeros_like(q)
+        np.log(q, out=q_log_q, where=q > 0)
+        q_log_q *= q
+        p_c = p_y * q.sum(axis=1, dtype=np.float64)
+        p_c_log = p_c * np.log(np.where(p_c > 0, p_c, 1.0))
+        mi[lo : lo + step] = p_y * q_log_q.sum(axis=1, dtype=np.float64) - p_c_log
+    mi = np.maximum(mi, 0.0)  # >= 0 in exact arithmetic; rounding can dip below
+    if normalize and mi.max() > 0:
+        mi = mi / mi.max()
+    return mi
+
+
+class _ClassBlocks:
+    """All classes' candidate similarity blocks, padded to (C, M, M), and the greedy state."""
+
+    def __init__(self, x: np.ndarray, member: np.ndarray) -> None:
+        n_classes = member.shape[1]
+        concept_of, cls_of = np.nonzero(member)
+        order = np.argsort(cls_of, kind="stable")  # by class, then concept index
+        concept_of, cls_of = concept_of[order], cls_of[order]
+        self.sizes = np.bincount(cls_of, minlength=n_classes)
+        m = int(self.sizes.max())
+        starts = np.concatenate(([0], np.cumsum(self.sizes)[:-1]))
+        pos_of = np.arange(len(cls_of)) - starts[cls_of]
+        self.cand = np.full((n_classes, m), -1, dtype=np.int64)
+        self.cand[cls_of, pos_of] = concept_of
+        self.valid = self.cand >= 0
+        nbytes = n_classes * m * m * 4
+        if nbytes > 4 << 30:
+            logger.warning("LaBo similarity blocks need %.1f GiB (%d classes x %d candidates)", nbytes / 2**30, n_classes, m)
+        self.sim = np.empty((n_classes, m, m), dtype=np.float32)
+        self.initial = np.empty((n_classes, m))
+        step = max(1, _BLOCK_ELEMENTS // (m * max(m, x.shape[1])))
+        for s in range(0, n_classes, step):
+            block = x[np.maximum(self.cand[s : s + step], 0)] * self.valid[s : s + step, :, None]
+            np.matmul(block, block.transpose(0, 2, 1), out=self.sim[s : s + step])
+            np.maximum(self.sim[s : s + step], 0.0, out=self.sim[s : s + step])
+            # Gains on the empty set, summed exactly as coverage_pairs sums them (rows - 0 == rows).
+            self.initial[s : s + step] = self.sim[s : s + step].sum(axis=2)
+        # (class, position) of every membership, grouped by concept.
+        by_concept = np.argsort(concept_of, kind="stable")
+        self.member_class = cls_of[by_concept]
+        self.member_pos = pos_of[by_concept]
+        self.member_ptr = np.concatenate(([0], np.cumsum(np.bincount(concept_of, minlength=member.shape[0]))))
+        self.best = np.zeros((n_classes, m), dtype=np.float32)
+        self._scratch: np.ndarray | None = None
+
+    def coverage_pairs(self, classes: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Coverage gains (unnormalised) of candidate ``positions[i]`` in class ``classes[i]``."""
+        out = np.empty(len(classes))
+        step = max(1, _BLOCK_ELEMENTS // self.sim.shape[2])
+        for s in range(0, len(classes), step):
+            c, p = classes[s : s + step], positions[s : s + step]
+            rows = self.sim[c, p]
+            out[s : s + step] = _dense_rows_gains(rows, self.best[c], out=rows)
+        return out
+
+    def coverage_all(self, classes: np.ndarray) -> np.ndarray:
+        """(len(classes), M) coverage gains of every position of ``classes``."""
+        m = self.sim.shape[2]
+        out = np.empty((len(classes), m))
+        step = max(1, _BLOCK_ELEMENTS // (m * m))
+        for s in range(0, len(classes), step):
+            c = classes[s : s + step]
+            if self._scratch is None:
+                self._scratch = np.empty((step, m, m), dtype=np.float32)
+            out[s : s + step] = _dense_rows_gains(self.sim[c], self.best[c][:, None, :], out=self._scratch[: len(c)])
+        return out
+
+
+def select_labo(
+    concept_embeddings: np.ndarray,
+    membership: np.ndarray,
+    *,
+    class_association: np.ndarray | None,
+    k_per_class: int,
+    global_budget: int | None = None,
+    alpha: float = 1.0,
+    beta: float = 1.0,
+    optimizer: str = "lazy",
+    epsilon: float = 0.1,
+    seed: int = 0,
+) -> LaboSelection:
+    """LaBo's concept selection for all classes at once.
+
+    Per class c with candidates V_c (``membership[:, c]``) and selected set A_c, the utility is
+
+        F_c(A_c) = alpha * sum_{j in A_c} D(j) + beta * (1 / |V_c|) sum_{i in V_c} max_{j in A_c} cos+(i, j)
+
+    where D = ``labo_discriminability(class_association)`` in [0, 1] (0 everywhere when
+    ``class_association`` is None: coverage only) and cos+ is the cosine similarity clipped at 0.
+    Both terms are per-concept quantities in [0, 1]: a pick's discriminability adds up to alpha, and
+    its coverage gain (the share of the class's candidates it newly represents, weighted by
+    similarity) adds up to beta, shrinking as the class fills. The total objective is sum_c F_c.
+
+    Greedy runs in rounds: each class with budget left computes its best pick (all classes as one
+    vectorised block), then picks are applied in descending gain (ties: lower class index). A
+    concept is selected once and joins A_c of every class it belongs to, counting against each
+    budget; a class whose set changed earlier in the round (a shared concept) re-decides in the
+    next round, so every class's sequence is greedy on its own state. A class keeps at most
+    ``k_per_class`` picks of its own (fewer if it has fewer candidates, which is not an error; shared
+    concepts picked for others after it is full still join it). ``global_budget`` caps the number of
+    distinct concepts. Both must be ints >= 1.
+    With "lazy", each class's picks equal those of "naive"; "stochastic" evaluates a seeded
+    Bernoulli sample of expected size |V_c| / k * ln(1 / epsilon) per class and round.
+    """
+    x = normalize_rows(_as_matrix("concept_embeddings", concept_embeddings))
+    member = np.asarray(membership)
+    if member.dtype != np.bool_:
+        raise ValueError(f"`membership` must be a bool array, got dtype {member.dtype}")
+    if member.ndim != 2 or member.shape[0] != x.shape[0] or member.shape[1] == 0:
+        raise ValueError(
+            f"`membership` must have shape (n_concepts={x.shape[0]}, n_classes >= 1), got {member.shape}"
+        )
+    if not member.any():
+        raise ValueError("`membership` has no candidate in any class")
+    n, n_classes = member.shape
+    if class_association is None:
+        discriminability = np.zeros(n)
+    else:
+        association = np.asarray(class_association)
+        if association.shape != member.shape:
+            raise ValueError(f"`class_association` must have shape {member.shape}, got {association.shape}")
+        discriminability = labo_discriminability(association)
+    # Budgets above the candidate count are not errors here: a class with fewer candidates than
+    # k_per_class takes all of them, and a global budget stops at whatever the classes can fill.
+    k = _check_k("k_per_class", k_per_class, math.inf)
+    if global_budget is not None:
+        global_budget = _check_k("global_budget", global_budget, math.inf)
+    alpha = _check_weight("alpha", alpha)
+    beta = _check_weight("beta", beta)
+    if alpha == 0 and beta == 0:
+        raise ValueError("`alpha` and `beta` cannot both be 0")
+    _check_choice("optimizer", optimizer, OPTIMIZERS)
+    _check_epsilon(epsilon)
+
+    blocks = _ClassBlocks(x, member)
+    cand, sizes = blocks.cand, blocks.sizes
+    inv_size = np.where(sizes > 0, 1.0 / np.maximum(sizes, 1), 0.0)
+    weighted_d = alpha * discriminability[np.maximum(cand, 0)]
+    available = blocks.valid.copy()
+    count = np.zeros(n_classes, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+
+    def utility(classes: np.ndarray, positions: np.ndarray, coverage: np.ndarray) -> np.ndarray:
+        return weighted_d[classes, positions] + beta * coverage * inv_size[classes]
+
+    upper = np.full(cand.shape, -np.inf)
+    if optimizer == "lazy":
+        upper = weighted_d + beta * blocks.initial * inv_size[:, None]
+        upper[~available] = -np.inf
+
+    selected: list[int] = []
+    gains: list[float] = []
+    ranks: list[int] = []
+    picked_for: list[int] = []
+    coverage_gain: list[float] = []
+    limit = global_budget if global_budget is not None else n
+    bar = _progress(min(limit, n_classes * k), "LaBo selection")
+    while len(selected) < limit:
+        active = np.flatnonzero((count < k) & available.any(axis=1))
+        if active.size == 0:
+            break
+        if optimizer == "naive":
+            cov = blocks.coverage_all(active)
+            u = weighted_d[active] + beta * cov * inv_size[active, None]
+            u[~available[active]] = -np.inf
+            pick_pos = np.argmax(u, axis=1)
+            pick_gain = u[np.arange(active.size), pick_pos]
+        elif optimizer == "lazy":
+            pick_pos, pick_gain = _lazy_round(blocks, active, upper, available, utility)
+        else:
+            budget_left = np.maximum(k - count[active], 1)
+            n_avail = available[active].sum(axis=1)
+            expected = np.minimum(n_avail, np.ceil(sizes[active] / budget_left * math.log(1.0 / epsilon)))
+            keys = rng.random(available[active].shape)
+            keys[~available[active]] = np.inf
+            sampled = keys < (expected / n_avail)[:, None]
+            sampled[np.arange(active.size), np.argmin(keys, axis=1)] = True  # never an empty sample
+            rows, cols = np.nonzero(sampled)
+            u = np.full(sampled.shape, -np.inf)
+            u[rows, cols] = utility(active[rows], cols, blocks.coverage_pairs(active[rows], cols))
+            pick_pos = np.argmax(u, axis=1)
+            pick_gain = u[np.arange(active.size), pick_pos]
+        order = np.lexsort((active, -pick_gain))
+        dirty = np.zeros(n_classes, dtype=bool)
+        for i in order.tolist():
+            if len(selected) >= limit:
+                break
+            c = int(active[i])
+            if dirty[c] or count[c] >= k:
+                continue
+            j = int(cand[c, pick_pos[i]])
+            lo, hi = blocks.member_ptr[j], blocks.member_ptr[j + 1]
+            ranks.append(int(count[c]))
+            total_cov = 0.0
+            credited = 0
+            for c2, p2 in zip(blocks.member_class[lo:hi].tolist(), blocks.member_pos[lo:hi].tolist()):
+                row = blocks.sim[c2, p2]
+                gain = float(np.maximum(row - blocks.best[c2], 0.0).sum())
+                np.maximum(blocks.best[c2], row, out=blocks.best[c2])
+                available[c2, p2] = False
+                upper[c2, p2] = -np.inf
+                count[c2] += 1
+                total_cov += beta * gain * inv_size[c2]
+                credited += 1
+                if c2 != c:
+                    dirty[c2] = True
+            selected.append(j)
+            picked_for.append(c)
+            coverage_gain.append(total_cov)
+            gains.append(alpha * discriminability[j] * credited + total_cov)
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    chosen = np.array(selected, dtype=np.int64)
+    gains_array = np.array(gains, dtype=np.float64)
+    logger.info(
+        "LaBo selection: %d concepts for %d classes (k_per_class=%d, global_budget=%s, optimizer=%s)",
+        chosen.size, n_classes, k, global_budget, optimizer,
+    )
+    return LaboSelection(
+        selected=chosen,
+        gains=gains_array,
+        ranks=np.array(ranks, dtype=np.int64),
+        picked_for=np.array(picked_for, dtype=np.int64),
+        discriminability=discriminability[chosen].astype(np.float64),
+        coverage_gain=np.array(coverage_gain, dtype=np.float64),
+        objective=float(gains_array.sum()),
+    )
+
+
+def _lazy_round(
+    blocks: _ClassBlocks, active: np.ndarray, upper: np.ndarray, available: np.ndarray, utility: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each active class's greedy pick, re-evaluating only the top stale upper bounds (doubling batches).
+
+    A class is resolved when its best fresh gain beats every stale bound, or ties it with a lower
+    position (ties go to the lowest concept index, as in naive greedy).
+    """
+    m = upper.shape[1]
+    fresh = np.zeros((active.size, m), dtype=bool)
+    pick_pos = np.zeros(active.size, dtype=np.int64)
+    pick_gain = np.zeros(active.size)
+    pending = np.arange(active.size)
+    batch = 2
+    while pending.size:
+        classes = active[pending]
+        stale = available[classes] & ~fresh[pending]
+        bounds = np.where(stale, upper[classes], -np.inf)
+        b = min(batch, m)
+        top = np.argpartition(-bounds, b - 1, axis=1)[:, :b] if b < m else np.broadcast_to(np.arange(m), (len(classes), m))
+        rows = np.repeat(np.arange(len(classes)), top.shape[1])
+        cols = top.ravel()
+        keep = stale[rows, cols]
+        rows, cols = rows[keep], cols[keep]
+        upper[classes[rows], cols] = utility(classes[rows], cols, blocks.coverage_pairs(classes[rows], cols))
+        fresh[pending[rows], cols] = True
+        done = available[classes] & fresh[pending]
+        fresh_u = np.where(done, upper[classes], -np.inf)
+        stale_u = np.where(available[classes] & ~fresh[pending], upper[classes], -np.inf)
+        best_fresh, arg_fresh = fresh_u.max(axis=1), fresh_u.argmax(axis=1)
+        best_stale, arg_stale = stale_u.max(axis=1), stale_u.argmax(axis=1)
+        resolved = (best_fresh > best_stale) | ((best_fresh == best_stale) & (arg_fresh < arg_stale))
+        resolved |= best_stale == -np.inf
+        pick_pos[pending[resolved]] = arg_fresh[resolved]
+        pick_gain[pending[resolved]] = best_fresh[resolved]
+        pending = pending[~resolved]
+        batch *= 2
+    return pick_pos, pick_gain

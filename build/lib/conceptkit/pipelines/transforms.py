@@ -1,0 +1,748 @@
+"""Beam wiring of the build: thin DoFns around the pure stage modules, composed by ``BuildConcepts``.
+
+Each DoFn owns its client or model from ``setup()`` and counts outcomes with ``Metrics``; stage time is counted
+in milliseconds under ``<stage>_ms``. Sinks write into the staged run directory: small tables once, annotations as
+Parquet shards (one per bundle or ``rows_per_shard`` rows, each written atomically); ``CommitShards`` deletes
+shards that no surviving bundle reported (a retried bundle's leftovers), so every runner ends with exactly the
+committed rows. This is the only module that imports ``apache_beam``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from conceptkit.pipelines.config import AnnotationConfig, EmbeddingConfig, FilterConfig, SelectionConfig
+from conceptkit.pipelines.generation.client import ClientSettings
+from conceptkit.pipelines.generation.parse import ParseError, parse_candidates
+from conceptkit.pipelines.generation.prompts import ConceptRequest, concepts_schema
+
+logger = logging.getLogger(__name__)
+NS = "conceptkit"
+
+
+def counter(name: str):
+    return Metrics.counter(NS, name)
+
+
+@contextmanager
+def timed(stage: str):
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        counter(f"{stage}_ms").inc(int((time.perf_counter() - started) * 1000))
+
+
+def reject(stage: str, key: str, reason: str, detail: str | None = None, raw: str | None = None) -> dict:
+    return {"stage": stage, "key": key, "reason": reason, "detail": detail, "raw": raw}
+
+
+class ReadItemGroup(beam.DoFn):
+    """Row group index -> one batch: the item rows of that row group of the staged items file.
+
+    Batches are formed here, not with ``BatchElements``: Beam 2.77's DaskRunner drops what a DoFn emits from
+    ``finish_bundle``, which is where ``BatchElements`` emits its last batch.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def process(self, group: int):
+        import pyarrow.parquet as pq
+
+        with timed("read"):
+            rows = pq.ParquetFile(self.path).read_row_group(group).to_pylist()
+        counter("items_read").inc(len(rows))
+        yield group, rows
+
+
+class ValidateItems(beam.DoFn):
+    """(unit, item rows) -> ("valid", (unit, the usable rows)) and ("rejects", reject row) for each other row."""
+
+    def __init__(self, classes: Sequence[str], max_text_chars: int) -> None:
+        self.classes = frozenset(classes)
+        self.max_text_chars = max_text_chars
+
+    def process(self, element: tuple[int, list[dict]]):
+        from conceptkit.pipelines.readers.items import validate_row
+
+        group, rows = element
+        valid = []
+        for row in rows:
+            reason = validate_row(row, classes=self.classes, max_text_chars=self.max_text_chars)
+            if reason is None:
+                valid.append(row)
+            else:
+                counter("items_rejected").inc()
+                yield "rejects", reject("items", str(row.get("item_id")), reason, raw=(row.get("text") or "")[:2000])
+        counter("items_valid").inc(len(valid))
+        if valid:
+            yield "valid", (group, valid)
+
+
+class GenerateCandidates(beam.DoFn):
+    """A chunk of concept requests -> ("candidates"|"rejects"|"calls", row); the calls run concurrently."""
+
+    def __init__(self, settings: ClientSettings) -> None:
+        self.settings = settings
+        self.client = None
+
+    def setup(self) -> None:
+        from conceptkit.pipelines.generation.client import ChatClient
+
+        self.client = ChatClient(self.settings)
+
+    def process(self, chunk: list[dict]):
+        requests = [ConceptRequest(**{**r, "few_shot": tuple((c, tuple(x)) for c, x in r["few_shot"])}) for r in chunk]
+        jobs = [(r.messages(), concepts_schema(r.n), r.sample) for r in requests]
+        with timed("generate"):
+            results = self.client.run_many(jobs)
+        cached = sum(r.cached for r in results)
+        logger.info("generated candidates for %d requests (%d from the cache, %d errors): %s",
+                    len(results), cached, sum(r.error is not None for r in results),
+                    ", ".join(sorted({r.class_name for r in requests})))
+        for request, result in zip(requests, results):
+            yield "calls", {
+                "key": result.key, "class_name": request.class_name, "prompt_id": request.prompt_id,
+                "sample": request.sample, "cached": result.cached, "error": result.error, "status": result.status,
+                "retries": result.retries, "latency_s": 0.0 if result.cached else result.latency_s,
+                "prompt_tokens": 0 if result.cached else result.prompt_tokens,
+                "completion_tokens": 0 if result.cached else result.completion_tokens,
+                "cost_usd": 0.0 if result.cached else self.settings.cost(result.prompt_tokens, result.completion_tokens),
+                "response_mode": result.response_mode,
+            }
+            if result.error == "budget_exceeded":
+                counter("llm_budget_stops").inc()
+            elif result.cached:
+                counter("llm_cache_hits").inc()
+            else:
+                counter("llm_calls").inc()
+            counter("llm_retries").inc(result.retries)
+            if not result.cached:
+                counter("llm_prompt_tokens").inc(result.prompt_tokens)
+                counter("llm_completion_tokens").inc(result.completion_tokens)
+                Metrics.distribution(NS, "llm_latency_ms").update(int(result.latency_s * 1000))
+            key = f"{request.class_name}/{request.prompt_id}/{request.sample}"
+            if result.error:
+                counter("llm_errors").inc()
+                yield "rejects", reject("generate", key, result.error, result.detail)
+                continue
+            try:
+                concepts = parse_candidates(result.content)
+            except ParseError as exc:
+                counter("llm_unparseable").inc()
+                yield "rejects", reject("generate", key, exc.reason, str(exc), raw=result.content)
+                continue
+            counter("candidates_proposed").inc(len(concepts))
+            for position, concept in enumerate(concepts):
+                yield "candidates", {
+                    "position": position,
+                    "raw": concept,
+                    "classes": [request.class_name],
+                    "prompt_id": request.prompt_id,
+                    "prompt": request.question,
+                    "model": self.settings.model,
+                    "sample": request.sample,
+                }
+
+
+class EmbedItems(beam.DoFn):
+    """A list of item rows -> ("batch", ids, labels, texts and unit-norm embeddings) and ("rejects", row) for
+    images that cannot be read. Image items carry their file path in ``text``."""
+
+    def __init__(self, cfg: EmbeddingConfig, cache_dir: str | None, units_dir: str, modality: str = "text") -> None:
+        self.cfg = cfg
+        self.cache_dir = cache_dir
+        self.units_dir = units_dir
+        self.modality = modality
+        self.embedder = None
+
+    def setup(self) -> None:
+        from conceptkit.annotators.embedding import TextEmbedder
+
+        self.embedder = TextEmbedder(
+            self.cfg.model, device=self.cfg.device, threads=self.cfg.threads, batch_size=self.cfg.batch_size
+        )
+        self.embedder.load()
+
+    def _embed_images(self, rows: list[dict]):
+        from conceptkit.annotators.embedding import load_image
+        images, keys, kept = {}, [], []
+        for row in rows:
+            try:
+                image, key = load_image(row["text"])
+            except (OSError, ValueError) as exc:
+                counter("items_rejected").inc()
+                yield "rejects", reject("items", str(row["item_id"]), "unreadable_image",
+                                        " ".join(str(exc).split())[:300], raw=row["text"])
+                continue
+            images[key] = image
+            keys.append(key)
+            kept.append(row)
+        if not kept:
+            return
+        emb, computed = self.embedder.encode_cached(
+            keys, self.cache_dir, encode=lambda missing: self.embedder.encode_images([images[k] for k in missing]))
+        yield "embedded", (kept, emb, computed)
+
+    def process(self, element: tuple[int, list[dict]]):
+        group, rows = element
+        with timed("embed_items"):
+            if self.modality == "image":
+                embedded = None
+                for kind, value in self._embed_images(rows):
+                    if kind == "rejects":
+                        yield kind, value
+                    else:
+                        embedded = value
+                if embedded is None:
+                    return
+                rows, emb, computed = embedded
+            else:
+                emb, computed = self.embedder.encode_cached([r["text"] for r in rows], self.cache_dir)
+        counter("items_embedded").inc(computed)
+        counter("items_embedding_cached").inc(len(rows) - computed)
+        logger.info("embedded %d items (%d from the cache)", len(rows), len(rows) - computed)
+        batch = {
+            "item_id": [r["item_id"] for r in rows],
+            "label": [r["label"] for r in rows],
+            "text": [r["text"] for r in rows],
+            "split": [r["split"] for r in rows],
+            "embedding": emb,
+        }
+        with timed("write"):
+            save_unit(self.units_dir, group, batch)
+        yield "batch", batch
+        yield "unit", group
+
+
+def _unit_path(units_dir: str, group: int) -> Path:
+    return Path(units_dir) / f"unit-{group:07d}.parquet"
+
+
+def save_unit(units_dir: str, group: int, batch: dict) -> None:
+    """Stage a unit's embedded items (ids, labels, texts, vectors) for the passes after selection.
+
+    Later passes read units back one at a time instead of the runner holding every embedded batch until the
+    concept set and thresholds exist: memory stays bounded by the unit, not the dataset. A retried bundle
+    rewrites the same file (the name is the unit's), atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    emb = np.ascontiguousarray(batch["embedding"], dtype=np.float32)
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
+    table = pa.table({"item_id": pa.array(batch["item_id"], pa.string()), "label": pa.array(batch["label"], pa.string()),
+                      "text": pa.array(batch["text"], pa.string()), "split": pa.array(batch["split"], pa.string()),
+                      "embedding": vectors})
+    path = _unit_path(units_dir, group)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def load_unit(units_dir: str, group: int) -> dict:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(_unit_path(units_dir, group))
+    emb = table.column("embedding").combine_chunks()
+    dim = emb.type.list_size
+    return {
+        "item_id": table.column("item_id").to_pylist(),
+        "label": table.column("label").to_pylist(),
+        "text": table.column("text").to_pylist(),
+        "split": table.column("split").to_pylist(),
+        "embedding": np.asarray(emb.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim),
+    }
+
+
+class ScoreHistograms(beam.DoFn):
+    """A staged unit + the concept set -> (concepts x bins) histogram of the unit's scores."""
+
+    def __init__(self, units_dir: str) -> None:
+        self.units_dir = units_dir
+
+    def process(self, group: int, selection: dict):
+        from conceptkit.pipelines.annotation.thresholds import score_histograms
+
+        concepts = selection["concepts"]
+        if not concepts:
+            return
+        with timed("annotate"):
+            batch = load_unit(self.units_dir, group)
+            yield score_histograms(batch["embedding"] @ selection["matrix"].T)
+
+
+def calibrate(histograms: list[np.ndarray], n_concepts: int) -> np.ndarray:
+    """Summed histograms -> per-concept thresholds (Otsu; see pipelines/thresholds.py)."""
+    from conceptkit.pipelines.annotation.thresholds import BINS, otsu_thresholds
+
+    total = np.zeros((n_concepts, BINS), dtype=np.int64)
+    for h in histograms:
+        total += h
+    return otsu_thresholds(total)
+
+
+def with_thresholds(selection: dict, thresholds: np.ndarray) -> list[dict]:
+    return [dict(c, threshold=float(thresholds[c["concept_id"]])) for c in selection["concepts"]]
+
+
+def class_sums(batch: dict):
+    """(label, (sum of embeddings, count)) for each label in a batch's train items.
+
+    Unlabelled items, and items of any other split (held out for evaluation), are never selection evidence."""
+    sums: dict[str, list] = {}
+    for label, split_name, vec in zip(batch["label"], batch["split"], batch["embedding"]):
+        if label is None or split_name != "train":
+            continue
+        acc = sums.setdefault(label, [np.zeros_like(vec, dtype=np.float64), 0])
+        acc[0] += vec
+        acc[1] += 1
+    for label, (total, count) in sums.items():
+        yield label, (total, count)
+
+
+def add_sums(values) -> tuple[np.ndarray, int] | None:
+    total, count = None, 0
+    for vec, n in values:
+        total = vec.copy() if total is None else total + vec
+        count += n
+    return (total, count) if total is not None else None
+
+
+class FilterCandidates(beam.DoFn):
+    """All candidate rows -> {candidates: [Candidate], accepted: [...], embeddings} after both filter passes."""
+
+    def __init__(self, filters: FilterConfig, embedding: EmbeddingConfig, classes: Sequence[str],
+                 cache_dir: str | None) -> None:
+        self.filters = filters
+        self.embedding = embedding
+        self.cache_dir = cache_dir
+        self.classes = list(classes)
+        self.embedder = None
+
+    def setup(self) -> None:
+        from conceptkit.annotators.embedding import TextEmbedder
+
+        self.embedder = TextEmbedder(
+            self.embedding.model, device=self.embedding.device, threads=self.embedding.threads,
+            batch_size=self.embedding.batch_size,
+        )
+
+    def process(self, rows: list[dict]):
+        from conceptkit.pipelines.selection.filters import Candidate, filter_embedded, filter_text
+
+        with timed("filter"):
+            # Stable order whatever the runner delivered: by class, prompt, sample, then the LLM's own order.
+            candidates = [Candidate(**row) for row in rows]
+            candidates.sort(key=lambda c: (self.classes.index(c.classes[0]), c.prompt_id, c.sample, c.position))
+            filter_text(candidates, self.filters)
+            accepted = [c for c in candidates if c.status == "accepted"]
+            emb, _ = self.embedder.encode_cached([c.concept for c in accepted], self.cache_dir)
+            names, _ = self.embedder.encode_cached(self.classes, self.cache_dir)
+            filter_embedded(candidates, emb, dict(zip(self.classes, names)), self.filters)
+            keep = [i for i, c in enumerate(accepted) if c.status == "accepted"]
+        counter("candidates_accepted").inc(len(keep))
+        counter("candidates_merged").inc(sum(c.status == "merged" for c in candidates))
+        counter("candidates_rejected").inc(sum(c.status == "rejected" for c in candidates))
+        yield {"candidates": candidates, "accepted": [accepted[i] for i in keep], "embeddings": emb[keep]}
+
+
+class SelectConcepts(beam.DoFn):
+    """Filtered candidates + class embedding sums -> {candidates rows, concept rows, selection summary, rejects}."""
+
+    def __init__(self, cfg: SelectionConfig, classes: Sequence[str]) -> None:
+        self.cfg = cfg
+        self.classes = list(classes)
+
+    def process(self, filtered: dict, sums: dict):
+        from conceptkit.pipelines.selection.stage import select_concepts
+
+        with timed("select"):
+            means = {}
+            for label, (total, count) in (sums or {}).items():
+                mean = total / max(count, 1)
+                means[label] = (mean / (np.linalg.norm(mean) or 1.0)).astype(np.float32)
+            covered = {c for cand in filtered["accepted"] for c in cand.classes}
+            rejects = [
+                reject("select", c, "no_concepts", "no candidate concept survived generation and filtering")
+                for c in self.classes
+                if c not in covered
+            ]
+            if filtered["accepted"]:
+                concepts, summary = select_concepts(
+                    filtered["accepted"], filtered["embeddings"], self.classes, class_means=means, cfg=self.cfg
+                )
+            else:
+                concepts, summary = [], {"selected": 0, "candidates": 0}
+            summary["evidence_items"] = int(sum(count for _, count in (sums or {}).values()))
+        counter("concepts_selected").inc(len(concepts))
+        yield {
+            "candidates": [c.to_row() for c in filtered["candidates"]],
+            "concepts": concepts,
+            # (concepts, d) float32 in concept_id order: built once here, read by index, histograms and annotate.
+            "matrix": np.array([c["embedding"] for c in concepts], dtype=np.float32),
+            "selection": summary,
+            "rejects": rejects,
+        }
+
+
+class WriteIndex(beam.DoFn):
+    def __init__(self, directory: str, model: str, cfg) -> None:
+        self.directory = directory
+        self.model = model
+        self.cfg = cfg  # IndexConfig
+
+    def process(self, selection: dict):
+        from conceptkit.annotators.index import ConceptIndex
+
+        concepts = selection["concepts"]
+        if not concepts:
+            return
+        with timed("index"):
+            index = ConceptIndex.build(
+                selection["matrix"],
+                np.array([c["concept_id"] for c in concepts]),
+                model=self.model,
+                concepts=[c["concept"] for c in concepts],
+                **self.cfg.model_dump(),
+            )
+            index.save(self.directory)
+        yield index.description["count"]
+
+
+class AnnotateBatch(beam.DoFn):
+    """A staged unit + the concept set + thresholds -> the unit's annotation rows; writes the unit's review tasks
+    as JSON Lines into ``tasks_dir`` (joined into tasks.json at the end)."""
+
+    def __init__(self, cfg: AnnotationConfig, run_id: str, units_dir: str, tasks_dir: str, index_cfg=None) -> None:
+        self.cfg = cfg
+        self.run_id = run_id
+        self.units_dir = units_dir
+        self.tasks_dir = tasks_dir
+        self.index_cfg = index_cfg
+        self._index_key = None
+        self._index = None
+
+    def _index_for(self, selection: dict):
+        from conceptkit.annotators.index import ConceptIndex
+
+        key = id(selection)
+        if self._index_key != key:
+            concepts = selection["concepts"]
+            emb = selection["matrix"]
+            self._index = (
+                ConceptIndex.build(emb, np.arange(len(concepts)), model="", concepts=[],
+                                   **(self.index_cfg.model_dump() if self.index_cfg else {})),
+                emb,
+                [c["concept"] for c in concepts],
+            )
+            self._index_key = key
+        return self._index
+
+    def process(self, group: int, selection: dict, thresholds: np.ndarray):
+        import json
+
+        from conceptkit.annotators.embedding import annotate
+        from conceptkit.pipelines.review.tasks import item_task
+
+        if not selection["concepts"]:
+            return
+        with timed("annotate"):
+            batch = load_unit(self.units_dir, group)
+            index, emb, names = self._index_for(selection)
+            top_ids, top_scores, scores = annotate(batch["embedding"], emb, top_k=self.cfg.top_k, index=index)
+            present = scores >= thresholds[None, :]
+            shard, tasks = [], []
+            for i, item_id in enumerate(batch["item_id"]):
+                shard.append({
+                    "item_id": item_id,
+                    "text": batch["text"][i],
+                    "label": batch["label"][i],
+                    "split": batch["split"][i],
+                    "top_concept_ids": top_ids[i].tolist(),
+                    "top_scores": top_scores[i].tolist(),
+                    "concept_ids": np.flatnonzero(present[i]).astype(np.int32).tolist(),
+                    "scores": scores[i],
+                })
+                # Pre-ticked for review: the item's top concepts that reach their concept's threshold.
+                task = item_task(
+                    item_id=item_id, text=batch["text"][i], label=batch["label"][i], top_ids=top_ids[i].tolist(),
+                    top_scores=top_scores[i].tolist(), concepts=names, run_id=self.run_id,
+                    ticked=[int(c) for c in top_ids[i] if present[i, c]],
+                )
+                tasks.append(json.dumps(task.model_dump(mode="json"), ensure_ascii=False))
+            from conceptkit.schemas.io import write_text_atomic
+
+            write_text_atomic(Path(self.tasks_dir) / f"unit-{group:07d}.jsonl", "".join(t + "\n" for t in tasks))
+        yield shard
+        counter("items_annotated").inc(len(batch["item_id"]))
+
+
+class WriteShards(beam.DoFn):
+    """A batch of annotation rows -> one Parquet shard per split in ``directory`` (``<split>-<id>.parquet``, so a
+    split is a file pattern for Hugging Face ``data_files``); yields each file name once in place."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def process(self, rows: list[dict], n_concepts: int):
+        from conceptkit.schemas.annotations import annotations_schema, shard_name
+        from conceptkit.schemas.io import write_table
+
+        by_split: dict[str, list[dict]] = {}
+        for row in rows:
+            by_split.setdefault(row["split"], []).append(row)
+        for split_name, part in sorted(by_split.items()):
+            name = shard_name(split_name)
+            with timed("write"):
+                write_table(Path(self.directory) / name, part, annotations_schema(n_concepts), row_group_size=8192)
+            logger.info("annotated %d items into %s", len(part), name)
+            yield name
+
+
+class CommitShards(beam.DoFn):
+    """The list of reported shard names -> removes any other shard in the directory; yields the kept count."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def process(self, names: list[str]):
+        keep = set(names)
+        for path in Path(self.directory).glob("*.parquet"):
+            if path.name not in keep:
+                logger.warning("removing unreported shard %s (left by a retried bundle)", path.name)
+                path.unlink()
+        for path in Path(self.directory).glob(".*.tmp"):
+            path.unlink()
+        yield len(keep)
+
+
+class WriteJson(beam.DoFn):
+    """A JSON-able value -> a file, atomically."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def process(self, value):
+        import json
+
+        from conceptkit.schemas.io import write_text_atomic
+
+        write_text_atomic(self.path, json.dumps(value, indent=2, default=float) + "\n")
+        yield self.path
+
+
+class WriteTable(beam.DoFn):
+    """A list of rows -> one Parquet file under the given schema."""
+
+    def __init__(self, path: str, schema) -> None:
+        self.path = path
+        self.schema = schema
+
+    def process(self, rows: list[dict]):
+        from conceptkit.schemas.io import write_table
+
+        with timed("write"):
+            write_table(self.path, rows, self.schema)
+        yield self.path
+
+
+class _Outputs(dict):
+    """Attribute access to the PCollections of ``split``."""
+
+    __getattr__ = dict.__getitem__
+
+
+def split(pcoll, label: str, kinds: Sequence[str]) -> _Outputs:
+    """(kind, value) pairs -> one PCollection of values per kind.
+
+    Used instead of tagged outputs: Beam 2.77's DaskRunner delivered every tagged output to the main output.
+    """
+    return _Outputs(
+        {kind: pcoll | f"{label}.{kind}" >> beam.FlatMap(lambda kv, k=kind: [kv[1]] if kv[0] == k else []) for kind in kinds}
+    )
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    *,
+    staged_items: str,
+    n_row_groups: int,
+    classes: Sequence[str],
+    requests: Sequence[ConceptRequest],
+    settings: ClientSettings,
+    cfg,  # BuildConfig
+    run_dir: Path,
+    run_id: str,
+    modality: str = "text",
+) -> None:
+    """Compose the whole build as one graph writing into ``run_dir`` (the staged run directory)."""
+    from dataclasses import asdict
+
+    from conceptkit.schemas.candidates import CANDIDATES
+    from conceptkit.schemas.concepts import CONCEPTS
+    from conceptkit.schemas.llm_calls import LLM_CALLS
+    from conceptkit.schemas.rejects import REJECTS
+
+    p = pipeline
+    embedding_cache = str(cfg.cache_path() / "embeddings") if cfg.embedding.cache else None
+    items = (
+        p
+        | "RowGroups" >> beam.Create(list(range(n_row_groups)))
+        | "Reshuffle" >> beam.Reshuffle()
+        | "ReadItems" >> beam.ParDo(ReadItemGroup(staged_items))
+        | "ValidateItems" >> beam.ParDo(ValidateItems(classes, cfg.items.max_text_chars))
+    )
+    items = split(items, "Items", ("valid", "rejects"))
+    chunk = max(cfg.llm.concurrency * 2, 8)
+    generated = (
+        p
+        | "Requests" >> beam.Create(_chunks([asdict(r) for r in requests], chunk))
+        | "GenerateCandidates" >> beam.ParDo(GenerateCandidates(settings))
+    )
+    generated = split(generated, "Generated", ("candidates", "rejects", "calls"))
+    done = [
+        generated.calls
+        | "AllCalls" >> beam.combiners.ToList()
+        | "SortCalls" >> beam.Map(lambda rows: sorted(rows, key=lambda r: (r["class_name"], r["prompt_id"], r["sample"])))
+        | "WriteCalls" >> beam.ParDo(WriteTable(str(run_dir / "llm_calls.parquet"), LLM_CALLS))
+    ]
+    filtered = (
+        generated.candidates
+        | "AllCandidates" >> beam.combiners.ToList()
+        | "FilterCandidates" >> beam.ParDo(FilterCandidates(cfg.filters, cfg.embedding, classes, embedding_cache))
+    )
+    units_dir = str(run_dir / "_staging" / "units")
+    tasks_dir = str(run_dir / "_staging" / "tasks")
+    embedded = items.valid | "EmbedItems" >> beam.ParDo(EmbedItems(cfg.embedding, embedding_cache, units_dir, modality))
+    embedded = split(embedded, "Embedded", ("batch", "rejects", "unit"))
+    embed_rejects, units, embedded = embedded.rejects, embedded.unit, embedded.batch
+    sums = (
+        embedded
+        | "ClassSums" >> beam.FlatMap(class_sums)
+        | "SumPerClass" >> beam.CombinePerKey(add_sums)
+    )
+    selection = filtered | "SelectConcepts" >> beam.ParDo(SelectConcepts(cfg.selection, classes), sums=beam.pvalue.AsDict(sums))
+    done.append(
+        selection
+        | "SelectionSummary" >> beam.Map(lambda s: s["selection"])
+        | "WriteSelection" >> beam.ParDo(WriteJson(str(run_dir / "_staging" / "selection.json")))
+    )
+    done.append(selection | "WriteIndex" >> beam.ParDo(WriteIndex(str(run_dir / "index"), cfg.embedding.model, cfg.index)))
+    done.append(
+        selection
+        | "CandidateRows" >> beam.Map(lambda s: s["candidates"])
+        | "WriteCandidates" >> beam.ParDo(WriteTable(str(run_dir / "candidates.parquet"), CANDIDATES))
+    )
+    n_concepts = selection | "CountConcepts" >> beam.Map(lambda s: max(len(s["concepts"]), 1))
+    # After selection, units are read back from the staging directory one at a time (see save_unit).
+    thresholds = (
+        units
+        | "ScoreHistograms" >> beam.ParDo(ScoreHistograms(units_dir), selection=beam.pvalue.AsSingleton(selection))
+        | "AllHistograms" >> beam.combiners.ToList()
+        | "Calibrate" >> beam.Map(calibrate, n_concepts=beam.pvalue.AsSingleton(n_concepts))
+    )
+    done.append(
+        selection
+        | "ConceptRows" >> beam.Map(with_thresholds, thresholds=beam.pvalue.AsSingleton(thresholds))
+        | "WriteConcepts" >> beam.ParDo(WriteTable(str(run_dir / "concepts.parquet"), CONCEPTS))
+    )
+    annotated = units | "Annotate" >> beam.ParDo(
+        AnnotateBatch(cfg.annotation, run_id, units_dir, tasks_dir, cfg.index),
+        selection=beam.pvalue.AsSingleton(selection), thresholds=beam.pvalue.AsSingleton(thresholds),
+    )
+    shard_dir = str(run_dir / "annotations")
+    done.append(
+        annotated
+        | "WriteShards" >> beam.ParDo(WriteShards(shard_dir), n_concepts=beam.pvalue.AsSingleton(n_concepts))
+        | "ShardNames" >> beam.combiners.ToList()
+        | "CommitShards" >> beam.ParDo(CommitShards(shard_dir))
+    )
+    selection_rejects = selection | "SelectionRejects" >> beam.FlatMap(lambda s: s["rejects"])
+    done.append(
+        (items.rejects, embed_rejects, generated.rejects, selection_rejects)
+        | "FlattenRejects" >> beam.Flatten()
+        | "AllRejects" >> beam.combiners.ToList()
+        | "SortRejects" >> beam.Map(lambda rows: sorted(rows, key=lambda r: (r["stage"], r["key"], r["reason"])))
+        | "WriteRejects" >> beam.ParDo(WriteTable(str(run_dir / "rejects.parquet"), REJECTS))
+    )
+    # One terminal step downstream of every sink. Beam 2.77's DaskRunner computes only the last transform's
+    # task graph, so a sink on a branch that does not feed the last step never runs there (this is why a
+    # plain WriteToText wrote nothing on it).
+    _ = (
+        [d | f"Sink{i}.str" >> beam.Map(str) for i, d in enumerate(done)]
+        | "AllSinks" >> beam.Flatten()
+        | "SinksDone" >> beam.combiners.Count.Globally()
+    )
+
+
+def pipeline_options(cfg):
+    """Beam options for ``cfg.runner``: the in-process direct runner by default (it makes no network call)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from conceptkit.pipelines.config import ConfigError
+
+    if cfg.runner.runner == "direct":
+        args = ["--runner=DirectRunner", f"--direct_num_workers={cfg.runner.direct_num_workers}"]
+        if cfg.runner.direct_num_workers > 1:
+            args.append("--direct_running_mode=multi_processing")
+        return PipelineOptions(args)
+    if cfg.runner.runner == "dask":
+        if not cfg.runner.dask_scheduler:
+            raise ConfigError("runner.dask_scheduler is not set (give --dask-scheduler, or let build start --dask-workers N)")
+        return PipelineOptions(
+            ["--runner=apache_beam.runners.dask.dask_runner.DaskRunner", f"--dask_client_address={cfg.runner.dask_scheduler}"]
+        )
+    if cfg.runner.runner == "beam":
+        if not any(a.startswith("--runner") for a in cfg.runner.beam_args):
+            raise ConfigError("runner.runner 'beam' needs --runner=... among runner.beam_args (--beam-arg)")
+        return PipelineOptions(list(cfg.runner.beam_args))
+    raise ConfigError(f"runner.runner {cfg.runner.runner!r} is not supported; use 'direct', 'dask' or 'beam'")
+
+
+def collect_metrics(result) -> dict[str, int]:
+    """Our counters (summed over steps) and the LLM latency distribution from a finished pipeline."""
+    out: dict[str, int] = {}
+    try:
+        query = result.metrics().query()
+    except NotImplementedError:  # Beam 2.77's DaskRunner collects no metrics; counts come from the outputs
+        return out
+    for c in query["counters"]:
+        if c.key.metric.namespace == NS:
+            out[c.key.metric.name] = out.get(c.key.metric.name, 0) + (c.committed or c.attempted or 0)
+    for d in query["distributions"]:
+        if d.key.metric.namespace == NS and d.key.metric.name == "llm_latency_ms":
+            dist = d.committed or d.attempted
+            if dist and dist.count:
+                out["llm_latency_ms_mean"] = int(dist.sum / dist.count)
+                out["llm_latency_ms_max"] = int(dist.max)
+    return out
+
+
+def run_pipeline(cfg, **graph_args) -> dict[str, int]:
+    """Build the graph (``build_pipeline`` arguments), run it to completion, return its metrics."""
+    pipeline = beam.Pipeline(options=pipeline_options(cfg))
+    build_pipeline(pipeline, cfg=cfg, **graph_args)
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)  # the DaskRunner opens a dask Client and never closes it
+        if client is not None:
+            client.close()
+    return collect_metrics(result)

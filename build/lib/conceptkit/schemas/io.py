@@ -1,0 +1,103 @@
+"""Write tables under their declared schema, atomically, and read them back with a schema check.
+
+``write_text_atomic`` gives text files (JSON, Markdown) the same all-or-nothing write.
+
+``write_table`` casts rows to the schema (never infers one), writes to a temporary file beside the target and
+renames it into place, so a reader never sees a half-written file. ``read_table`` refuses a file whose schema
+name, version or fields differ from the expected schema, listing the differences.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from conceptkit.schemas.base import schema_differences, schema_identity
+
+
+class SchemaMismatch(ValueError):
+    """A Parquet file does not carry the schema its reader expects."""
+
+
+def to_table(rows: Iterable[Mapping[str, Any]] | pa.Table, schema: pa.Schema) -> pa.Table:
+    """Rows (dicts) or a table, cast to ``schema``; unknown or missing columns are an error."""
+    if isinstance(rows, pa.Table):
+        diffs = [d for d in schema_differences(schema, rows.schema) if not d.startswith("field ")]
+        if diffs:
+            raise SchemaMismatch(f"table does not fit schema {schema_identity(schema)[0]!r}: " + "; ".join(diffs))
+        return rows.select(schema.names).cast(schema)
+    rows = list(rows)
+    names = set(schema.names)
+    for i, row in enumerate(rows):
+        extra = set(row) - names
+        if extra:
+            raise SchemaMismatch(
+                f"row {i} has fields not in schema {schema_identity(schema)[0]!r}: {sorted(extra)}"
+            )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def write_table(
+    path: str | os.PathLike[str],
+    rows: Iterable[Mapping[str, Any]] | pa.Table,
+    schema: pa.Schema,
+    *,
+    row_group_size: int = 65_536,
+) -> Path:
+    """Write ``rows`` to ``path`` as Parquet under ``schema``; atomic (temporary file, then rename)."""
+    path = Path(path)
+    table = to_table(rows, schema)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename: readers see the old file or the
+    new one, never a part; a hard link to the old content is left untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def check_schema(actual: pa.Schema, expected: pa.Schema, *, where: str) -> None:
+    """Raise ``SchemaMismatch`` naming ``where`` unless ``actual`` is ``expected`` (name, version, fields)."""
+    want_name, want_version = schema_identity(expected)
+    name, version = schema_identity(actual)
+    problems = []
+    if (name, version) != (want_name, want_version):
+        problems.append(f"schema is {name!r} v{version}, expected {want_name!r} v{want_version}")
+    problems.extend(schema_differences(expected, actual))
+    if problems:
+        raise SchemaMismatch(f"{where}: " + "; ".join(problems))
+
+
+def read_table(path: str | os.PathLike[str], expected: pa.Schema) -> pa.Table:
+    """Read a Parquet file (or a directory of shards) and check it carries ``expected``."""
+    path = Path(path)
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise SchemaMismatch(f"{path}: no Parquet files")
+    tables = []
+    for file in files:
+        table = pq.read_table(file)
+        check_schema(table.schema, expected, where=str(file))
+        tables.append(table)
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
