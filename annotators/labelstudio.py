@@ -51,6 +51,10 @@ class LabelStudioError(RuntimeError):
     """A Label Studio request failed for good; the message is one line naming the server and what failed."""
 
 
+class LabelStudioAuthError(LabelStudioError):
+    """No token, or the server refused it (401/403): the user's to fix, so the CLI exits 2."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_retries: int = 4
@@ -89,7 +93,7 @@ class LabelStudioClient:
     ) -> None:
         token = os.environ.get(token_env, "")
         if not token:
-            raise LabelStudioError(f"no Label Studio token: environment variable {token_env} is empty or unset")
+            raise LabelStudioAuthError(f"no Label Studio token: environment variable {token_env} is empty or unset")
         self.url = url.rstrip("/")
         self.token_env = token_env
         self.retry = retry
@@ -134,13 +138,13 @@ class LabelStudioClient:
             return self._send(method, path, what=what, json=json, params=params, before_retry=before_retry)
         except _Unauthorized:
             if self._refresh_token is None:
-                raise LabelStudioError(
+                raise LabelStudioAuthError(
                     f"Label Studio at {self.url}: {what}: token rejected (HTTP 401); check {self.token_env}") from None
             self._authorize()  # the access token expired: one fresh one, then give up
             try:
                 return self._send(method, path, what=what, json=json, params=params, before_retry=before_retry)
             except _Unauthorized:
-                raise LabelStudioError(
+                raise LabelStudioAuthError(
                     f"Label Studio at {self.url}: {what}: token rejected (HTTP 401); check {self.token_env}") from None
 
     def _send(self, method, path, *, what, json=None, params=None, before_retry=None, auth=True) -> httpx.Response:
@@ -165,7 +169,7 @@ class LabelStudioClient:
                 if response.status_code == 401:
                     raise _Unauthorized()
                 if response.status_code == 403:
-                    raise LabelStudioError(f"Label Studio at {self.url}: {what}: permission denied (HTTP 403); "
+                    raise LabelStudioAuthError(f"Label Studio at {self.url}: {what}: permission denied (HTTP 403); "
                                            f"the token in {self.token_env} may not reach this project")
                 if response.status_code not in RETRY_STATUS:
                     raise LabelStudioError(f"Label Studio at {self.url}: {what}: HTTP {response.status_code}: "
@@ -378,7 +382,8 @@ def push_tasks(
         result.imported += client.import_tasks(project_id, new[start:start + batch_size])
     for start in range(0, len(predictions), batch_size):
         client.import_predictions(project_id, predictions[start:start + batch_size])
-    result.predictions_added = len(predictions)
+    # New tasks carry their prediction inline; existing ones got theirs through import_predictions.
+    result.predictions_added = len(predictions) + sum(len(t.get("predictions") or []) for t in new)
     result.tasks = len(existing) + result.imported
     if tasks:
         client.show_predictions_of(project, run_id)

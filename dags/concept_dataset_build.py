@@ -23,8 +23,8 @@ The run directory is `<runs_dir>/<run name>`, named from the logical date, and r
 the same logical date twice gives the same outputs and no duplicates.
 
 ### Parameters
-`config` (YAML path), `run_name_template` (`{ds}`, `{ds_nodash}`, `{ts_nodash}`, `{dag_id}`), `runner` and
-`direct_num_workers` (Beam runner options), `review` and `review_budget` (what `conceptkit ls push` takes). Settings and connections: see `conceptkit_airflow.py`.
+`config` (YAML path), `run_name_template` (`{ds}`, `{ds_nodash}`, `{ts_nodash}`, `{dag_id}`), `runner` (`direct` or
+`dask`), `direct_num_workers`, `dask_workers` and `dask_scheduler` (Beam runner options), `review` and `review_budget` (what `conceptkit ls push` takes). Settings and connections: see `conceptkit_airflow.py`.
 """
 
 from __future__ import annotations
@@ -45,8 +45,13 @@ from conceptkit_airflow import DAG_POLICY, TAGS
                         description="Build config (YAML), relative to the project directory"),
         "run_name_template": Param("concepts-{ds_nodash}", type="string",
                                    description="Run directory name; fields {ds}, {ds_nodash}, {ts_nodash}, {dag_id}"),
-        "runner": Param("direct", enum=["direct"], description="Beam runner"),
+        "runner": Param("direct", enum=["direct", "dask"],
+                        description="Beam runner: direct (in-process) or dask (a local cluster, or dask_scheduler)"),
         "direct_num_workers": Param(1, type="integer", minimum=1, description="DirectRunner workers"),
+        "dask_workers": Param(2, type="integer", minimum=1,
+                              description="with runner dask and no scheduler: local Dask worker processes"),
+        "dask_scheduler": Param(None, type=["null", "string"],
+                                description="with runner dask: a dask.distributed scheduler, e.g. tcp://HOST:8786"),
         "review": Param("item", enum=["item", "concept", "concept-list"], description="Label Studio review mode"),
         "review_budget": Param(None, type=["null", "integer"], minimum=1,
                                description="Items to send for review (uncertain and diverse first); empty: all"),
@@ -71,7 +76,8 @@ def concept_dataset_build():
             overrides: dict = {
                 "name": name,
                 "out": str(runs_dir() / name),
-                "runner": {"runner": params["runner"], "direct_num_workers": params["direct_num_workers"]},
+                "runner": {"runner": params["runner"], "direct_num_workers": params["direct_num_workers"],
+                           "dask_workers": params["dask_workers"], "dask_scheduler": params["dask_scheduler"]},
             }
             if cfg.items.path:
                 overrides["items"] = {"path": str(resolve_path(cfg.items.path))}

@@ -93,20 +93,28 @@ class ValidateItems(beam.DoFn):
 class GenerateCandidates(beam.DoFn):
     """A chunk of concept requests -> ("candidates"|"rejects"|"calls", row); the calls run concurrently."""
 
-    def __init__(self, settings: ClientSettings) -> None:
+    def __init__(self, settings: ClientSettings, total: int = 0) -> None:
         self.settings = settings
+        self.total = total
         self.client = None
+        self.progress = None
 
     def setup(self) -> None:
         from conceptkit.pipelines.generation.client import ChatClient
+        from conceptkit.pipelines.progress import Progress
 
         self.client = ChatClient(self.settings)
+        self.progress = Progress(self.total, "generate", unit="request")
+
+    def teardown(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
 
     def process(self, chunk: list[dict]):
         requests = [ConceptRequest(**{**r, "few_shot": tuple((c, tuple(x)) for c, x in r["few_shot"])}) for r in chunk]
         jobs = [(r.messages(), concepts_schema(r.n), r.sample) for r in requests]
         with timed("generate"):
-            results = self.client.run_many(jobs)
+            results = self.client.run_many(jobs, on_done=lambda _: self.progress.update(1))
         cached = sum(r.cached for r in results)
         logger.info("generated candidates for %d requests (%d from the cache, %d errors): %s",
                     len(results), cached, sum(r.error is not None for r in results),
@@ -160,20 +168,30 @@ class EmbedItems(beam.DoFn):
     """A list of item rows -> ("batch", ids, labels, texts and unit-norm embeddings) and ("rejects", row) for
     images that cannot be read. Image items carry their file path in ``text``."""
 
-    def __init__(self, cfg: EmbeddingConfig, cache_dir: str | None, units_dir: str, modality: str = "text") -> None:
+    def __init__(self, cfg: EmbeddingConfig, cache_dir: str | None, units_dir: str, modality: str = "text",
+                 total: int = 0) -> None:
         self.cfg = cfg
         self.cache_dir = cache_dir
         self.units_dir = units_dir
         self.modality = modality
+        self.total = total
         self.embedder = None
+        self.progress = None
+
+    def teardown(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
 
     def setup(self) -> None:
         from conceptkit.annotators.embedding import TextEmbedder
+        from conceptkit.pipelines.progress import Progress
+
+        self.progress = Progress(self.total, "embed items")
 
         self.embedder = TextEmbedder(
             self.cfg.model, device=self.cfg.device, threads=self.cfg.threads, batch_size=self.cfg.batch_size
         )
-        self.embedder.load()
+        # The model loads on first use, inside process(): its load time counts as embed_items, not runner time.
 
     def _embed_images(self, rows: list[dict]):
         from conceptkit.annotators.embedding import load_image
@@ -209,7 +227,10 @@ class EmbedItems(beam.DoFn):
                     return
                 rows, emb, computed = embedded
             else:
-                emb, computed = self.embedder.encode_cached([r["text"] for r in rows], self.cache_dir)
+                emb, computed = self.embedder.encode_cached(
+                    [r["text"] for r in rows], self.cache_dir,
+                    encode=lambda missing: self.embedder.encode(missing, on_batch=self.progress.update))
+        self.progress.update(len(rows) - computed)
         counter("items_embedded").inc(computed)
         counter("items_embedding_cached").inc(len(rows) - computed)
         logger.info("embedded %d items (%d from the cache)", len(rows), len(rows) - computed)
@@ -425,14 +446,26 @@ class AnnotateBatch(beam.DoFn):
     """A staged unit + the concept set + thresholds -> the unit's annotation rows; writes the unit's review tasks
     as JSON Lines into ``tasks_dir`` (joined into tasks.json at the end)."""
 
-    def __init__(self, cfg: AnnotationConfig, run_id: str, units_dir: str, tasks_dir: str, index_cfg=None) -> None:
+    def __init__(self, cfg: AnnotationConfig, run_id: str, units_dir: str, tasks_dir: str, index_cfg=None,
+                 total: int = 0) -> None:
         self.cfg = cfg
         self.run_id = run_id
         self.units_dir = units_dir
         self.tasks_dir = tasks_dir
         self.index_cfg = index_cfg
+        self.total = total
         self._index_key = None
         self._index = None
+        self.progress = None
+
+    def setup(self) -> None:
+        from conceptkit.pipelines.progress import Progress
+
+        self.progress = Progress(self.total, "annotate")
+
+    def teardown(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
 
     def _index_for(self, selection: dict):
         from conceptkit.annotators.index import ConceptIndex
@@ -485,6 +518,7 @@ class AnnotateBatch(beam.DoFn):
             from conceptkit.schemas.io import write_text_atomic
 
             write_text_atomic(Path(self.tasks_dir) / f"unit-{group:07d}.jsonl", "".join(t + "\n" for t in tasks))
+        self.progress.update(len(shard))
         yield shard
         counter("items_annotated").inc(len(batch["item_id"]))
 
@@ -583,6 +617,7 @@ def build_pipeline(
     *,
     staged_items: str,
     n_row_groups: int,
+    n_items: int = 0,
     classes: Sequence[str],
     requests: Sequence[ConceptRequest],
     settings: ClientSettings,
@@ -613,7 +648,7 @@ def build_pipeline(
     generated = (
         p
         | "Requests" >> beam.Create(_chunks([asdict(r) for r in requests], chunk))
-        | "GenerateCandidates" >> beam.ParDo(GenerateCandidates(settings))
+        | "GenerateCandidates" >> beam.ParDo(GenerateCandidates(settings, total=len(requests)))
     )
     generated = split(generated, "Generated", ("candidates", "rejects", "calls"))
     done = [
@@ -629,7 +664,8 @@ def build_pipeline(
     )
     units_dir = str(run_dir / "_staging" / "units")
     tasks_dir = str(run_dir / "_staging" / "tasks")
-    embedded = items.valid | "EmbedItems" >> beam.ParDo(EmbedItems(cfg.embedding, embedding_cache, units_dir, modality))
+    embedded = items.valid | "EmbedItems" >> beam.ParDo(
+        EmbedItems(cfg.embedding, embedding_cache, units_dir, modality, total=n_items))
     embedded = split(embedded, "Embedded", ("batch", "rejects", "unit"))
     embed_rejects, units, embedded = embedded.rejects, embedded.unit, embedded.batch
     sums = (
@@ -663,7 +699,7 @@ def build_pipeline(
         | "WriteConcepts" >> beam.ParDo(WriteTable(str(run_dir / "concepts.parquet"), CONCEPTS))
     )
     annotated = units | "Annotate" >> beam.ParDo(
-        AnnotateBatch(cfg.annotation, run_id, units_dir, tasks_dir, cfg.index),
+        AnnotateBatch(cfg.annotation, run_id, units_dir, tasks_dir, cfg.index, total=n_items),
         selection=beam.pvalue.AsSingleton(selection), thresholds=beam.pvalue.AsSingleton(thresholds),
     )
     shard_dir = str(run_dir / "annotations")

@@ -119,3 +119,72 @@ def test_help_documents_every_flag():
         assert flag in out
     for flag in ("--config", "--no-cache", "--refresh-cache"):
         assert flag in out
+
+
+def test_help_shows_readable_metavars():
+    """No internal config keys (LLM.FREQUENCY_PENALTY) as placeholders in any help text."""
+    import re
+
+    for argv in (["build", "--help"], ["select", "--help"], ["annotate", "--help"], ["llm", "serve", "--help"],
+                 ["ls", "push", "--help"], ["ls", "pull", "--help"], ["ls", "serve", "--help"]):
+        out = subprocess.run([sys.executable, "-m", "conceptkit.pipelines.cli.main", *argv], capture_output=True,
+                             text=True, check=True).stdout
+        assert not re.findall(r"\b[A-Z_]+\.[A-Z_]+\b", out), (argv, re.findall(r"\b[A-Z_]+\.[A-Z_]+\b", out))
+
+
+@pytest.mark.parametrize("argv", [
+    ["search", "{missing}", "rain"], ["inspect", "{missing}"], ["card", "{missing}"], ["select", "{missing}"],
+    ["annotate", "{missing}", "--items", "{missing}/i.csv"], ["ls", "push", "{missing}"], ["ls", "pull", "{missing}"],
+])
+def test_every_command_exits_2_on_a_missing_run(argv, tmp_path, capsys):
+    rc, err = run_cli([a.format(missing=tmp_path / "nope") for a in argv], capsys)
+    assert rc == 2 and len(err.splitlines()) == 1 and "nope" in err, err
+
+
+def test_ls_push_without_a_token_is_a_user_error(tmp_path, capsys, monkeypatch):
+    from labelstudio_fixtures import write_run
+
+    monkeypatch.delenv("CK_NO_TOKEN", raising=False)
+    run = write_run(tmp_path / "runs" / "tiny", run_id="tiny-1")
+    rc, err = run_cli(["ls", "push", str(run), "--url", "http://127.0.0.1:9", "--token-env", "CK_NO_TOKEN"], capsys)
+    assert rc == 2 and len(err.splitlines()) == 1 and "CK_NO_TOKEN" in err, err
+
+
+def _readme_commands() -> list[str]:
+    """Every `conceptkit ...` command line in the README's code (continuations joined, comments dropped)."""
+    from conftest import ROOT
+
+    lines, out, pending, fenced = (ROOT / "README.md").read_text().splitlines(), [], "", False
+    for line in lines:
+        if line.strip().startswith("```"):
+            fenced = not fenced
+            continue
+        text = line.strip()
+        if pending:
+            text, pending = pending + " " + text, ""
+        elif not (fenced or line.startswith("    ")) or not text.startswith(("conceptkit ", "$ conceptkit ")):
+            continue
+        if text.endswith("\\"):
+            pending = text[:-1]
+            continue
+        out.append(text.removeprefix("$ "))
+    return out
+
+
+def test_every_readme_command_line_parses():
+    import shlex
+
+    from conceptkit.pipelines.cli.main import make_parser
+
+    commands = _readme_commands()
+    assert len(commands) >= 10
+    bad = []
+    for command in commands:
+        argv = [a for a in shlex.split(command, comments=True)[1:] if a != "&"]
+        if "--help" in argv:
+            continue
+        try:
+            make_parser().parse_args(argv)
+        except SystemExit:
+            bad.append(command)
+    assert not bad

@@ -35,6 +35,7 @@ import numpy as np
 from conceptkit.annotators.labelstudio import (
     DEFAULT_TOKEN_ENV,
     LabelStudioClient,
+    LabelStudioAuthError,
     LabelStudioError,
     LocalLabelStudio,
     RetryPolicy,
@@ -302,6 +303,9 @@ def ls_pull(
                      "verified": counts, "human_candidates": len(candidates)}
     state["review"] = metrics
     _write_json(data.path / "review.json", state)
+    from conceptkit.pipelines.runs.card import write_dataset_card
+
+    write_dataset_card(data.path)  # the card lists the review tables with their row counts
     logger.info("pulled %s: %d verified rows (%d added, %d changed, %d removed)", data.name, counts["rows"],
                 counts["added"], counts["changed"], counts["removed"])
     return {"run": str(data.path), "url": server, "projects": pulled, "verified": counts,
@@ -344,7 +348,7 @@ def ls_serve(
 
 
 def _connection_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default=None, help=f"Label Studio URL (default: ${URL_ENV}, else {DEFAULT_URL})")
+    p.add_argument("--url", default=None, metavar="URL", help=f"Label Studio URL (default: ${URL_ENV}, else {DEFAULT_URL})")
     p.add_argument("--token-env", default=DEFAULT_TOKEN_ENV, metavar="VAR",
                    help=f"environment variable holding the API token, legacy or personal access token "
                         f"(default {DEFAULT_TOKEN_ENV})")
@@ -363,7 +367,7 @@ def register(subparsers: Any) -> None:
                            description="Local Label Studio for development: 127.0.0.1 only, signup disabled, no "
                            "outbound calls; the admin user, password and API token come from environment variables.")
     serve.add_argument("--data-dir", default=".labelstudio", metavar="DIR", help="data directory (default .labelstudio)")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=int, default=8080, metavar="PORT", help="port on 127.0.0.1 (default 8080)")
     serve.add_argument("--username-env", default="LABEL_STUDIO_USERNAME", metavar="VAR", help="admin e-mail variable")
     serve.add_argument("--password-env", default="LABEL_STUDIO_PASSWORD", metavar="VAR", help="admin password variable")
     serve.add_argument("--token-env", default=DEFAULT_TOKEN_ENV, metavar="VAR", help="admin API token variable")
@@ -395,7 +399,7 @@ def register(subparsers: Any) -> None:
 def _run(name: str, call: Callable[[], int]) -> int:
     try:
         return call()
-    except ReviewError as exc:
+    except (ReviewError, LabelStudioAuthError) as exc:
         print(f"conceptkit ls {name}: error: {exc}", file=sys.stderr)
         return 2
     except LabelStudioError as exc:

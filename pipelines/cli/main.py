@@ -56,6 +56,7 @@ BUILD_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--embedding-device", "embedding.device", dict(metavar="DEV", help="torch device for embeddings: cpu (default), cuda, mps")),
     ("--embedding-threads", "embedding.threads", dict(type=int, metavar="N", help="torch threads per worker process (default 1: more collapse under contention)")),
     ("--k-per-class", "selection.k_per_class", dict(type=int, metavar="K", help="concepts selected per class (default 8)")),
+    ("--global-budget", "selection.global_budget", dict(type=int, metavar="N", help="total concepts selected over all classes (with or instead of --k-per-class)")),
     ("--alpha", "selection.alpha", dict(type=float, help="weight of discriminability (default 1.0)")),
     ("--beta", "selection.beta", dict(type=float, help="weight of coverage (default 1.0)")),
     ("--top-k", "annotation.top_k", dict(type=int, metavar="K", help="top concepts stored per item (default 5)")),
@@ -65,6 +66,13 @@ BUILD_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--dask-scheduler", "runner.dask_scheduler", dict(metavar="ADDR", help="dask.distributed scheduler, e.g. tcp://HOST:8786 (with --runner dask)")),
     ("--dask-workers", "runner.dask_workers", dict(type=int, metavar="N", help="with --runner dask and no scheduler: start a local cluster of N worker processes on 127.0.0.1")),
 ]
+
+
+def _metavar(kwargs: dict[str, Any]) -> str | None:
+    """A readable placeholder for flags that name none (argparse would show the config key, LLM.SEED)."""
+    if "choices" in kwargs:
+        return None
+    return {int: "N", float: "X"}.get(kwargs.get("type"), "TEXT")
 
 
 def _add_build(sub) -> None:
@@ -77,7 +85,7 @@ def _add_build(sub) -> None:
     )
     p.add_argument("--config", metavar="YAML", help="build config; the flags below override its keys")
     for flag, key, kwargs in BUILD_FLAGS:
-        p.add_argument(flag, dest=key, default=None, **kwargs)
+        p.add_argument(flag, dest=key, default=None, **{"metavar": _metavar(kwargs), **kwargs})
     p.add_argument("--no-cache", dest="llm.cache", action="store_const", const=False, default=None, help="neither read nor write the LLM cache")
     p.add_argument("--no-embedding-cache", dest="embedding.cache", action="store_const", const=False, default=None, help="do not cache embeddings by (model, content hash)")
     p.add_argument("--refresh-cache", dest="llm.refresh_cache", action="store_const", const=True, default=None, help="call the LLM again and overwrite cached answers")
@@ -186,6 +194,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="conceptkit", description="Build concept datasets for interpretable models.")
     parser.add_argument("--version", action="version", version=f"conceptkit {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress or log lines; errors and the final "
+                        "summary only")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_build(sub)
     from conceptkit.pipelines.cli.explore import register as register_explore
@@ -201,10 +211,10 @@ def make_parser() -> argparse.ArgumentParser:
         "from the LLM cache; a request that is not cached is an error.",
     )
     select.add_argument("run", metavar="RUN", help="an existing run directory")
-    select.add_argument("--k-per-class", type=int, help="concepts per class")
-    select.add_argument("--global-budget", type=int, help="total concepts")
-    select.add_argument("--alpha", type=float, help="weight of discriminability")
-    select.add_argument("--beta", type=float, help="weight of coverage")
+    select.add_argument("--k-per-class", type=int, metavar="K", help="concepts per class")
+    select.add_argument("--global-budget", type=int, metavar="N", help="total concepts")
+    select.add_argument("--alpha", type=float, metavar="X", help="weight of discriminability")
+    select.add_argument("--beta", type=float, metavar="X", help="weight of coverage")
     select.add_argument("--optimizer", choices=["naive", "lazy", "stochastic"])
     select.add_argument("--out", metavar="DIR", help="write the new selection here instead of replacing RUN")
     select.set_defaults(func=_cmd_select)
@@ -225,9 +235,10 @@ def make_parser() -> argparse.ArgumentParser:
     annotate.set_defaults(func=_cmd_annotate)
     llm = sub.add_parser("llm", help="the embedded local LLM").add_subparsers(dest="llm_command", required=True)
     serve = llm.add_parser("serve", help="serve the embedded model on 127.0.0.1 in the foreground")
-    serve.add_argument("--port", type=int, default=8765)
-    serve.add_argument("--parallel", type=int, default=4, help="concurrent request slots")
-    serve.add_argument("--threads", type=int, default=None)
+    serve.add_argument("--port", type=int, default=8765, metavar="PORT", help="port on 127.0.0.1 (default 8765)")
+    serve.add_argument("--parallel", type=int, default=4, metavar="N", help="concurrent request slots (default 4)")
+    serve.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="llama.cpp threads (default: all cores but one)")
     serve.set_defaults(func=_cmd_llm_serve)
     return parser
 
@@ -238,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     # Our own progress lines (one per stage or batch) show by default; libraries speak up with -v.
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ours_level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose >= 2 else logging.INFO
     for ours in ("conceptkit", "dags"):
-        logging.getLogger(ours).setLevel(logging.DEBUG if args.verbose >= 2 else logging.INFO)
+        logging.getLogger(ours).setLevel(ours_level)
     # apache_beam warns at import about optional GCP client libraries that a local build never uses.
     for handler in logging.getLogger().handlers:
         handler.addFilter(lambda record: not record.getMessage().startswith("apitools not found"))

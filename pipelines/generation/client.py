@@ -19,7 +19,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -311,25 +311,30 @@ class ChatClient:
         return result
 
     async def complete_many(
-        self, jobs: Sequence[tuple[Sequence[dict[str, str]], dict[str, Any] | None, int]]
+        self, jobs: Sequence[tuple[Sequence[dict[str, str]], dict[str, Any] | None, int]], *,
+        on_done: Callable[[LLMResult], None] | None = None,
     ) -> list[LLMResult]:
-        """Run ``(messages, schema, sample)`` jobs with at most ``concurrency`` in flight; results in order."""
+        """Run ``(messages, schema, sample)`` jobs with at most ``concurrency`` in flight; results in order.
+        ``on_done`` is called with each result as it completes (progress)."""
         gate = asyncio.Semaphore(self.settings.concurrency)
         self._limiter = RateLimiter(self.settings.requests_per_minute, self.settings.tokens_per_minute)
 
         async def one(job):
             async with gate:
-                return await self.complete(job[0], schema=job[1], sample=job[2])
+                result = await self.complete(job[0], schema=job[1], sample=job[2])
+            if on_done is not None:
+                on_done(result)
+            return result
 
         return list(await asyncio.gather(*(one(job) for job in jobs)))
 
-    def run_many(self, jobs) -> list[LLMResult]:
+    def run_many(self, jobs, *, on_done: Callable[[LLMResult], None] | None = None) -> list[LLMResult]:
         async def main():
             self._client = self._openai.AsyncOpenAI(
                 base_url=self.settings.base_url, api_key=self._api_key, max_retries=0, timeout=self.settings.timeout_s
             )
             try:
-                return await self.complete_many(jobs)
+                return await self.complete_many(jobs, on_done=on_done)
             finally:
                 await self._client.close()
                 self._client = None

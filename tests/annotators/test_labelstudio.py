@@ -103,6 +103,8 @@ def test_push_annotate_pull(ls, tiny_run):
     candidates = read_table(run / "human_candidates.parquet", HUMAN_CANDIDATES).to_pylist()
     assert [(c["concept"], c["source"], c["classes"]) for c in candidates] == [("knife skills", "human", ["cooking"])]
 
+    card = (run / "README.md").read_text()
+    assert "| `verified.parquet` |" in card and "| `merged.parquet` |" in card
     review = json.loads((run / "review.json").read_text())["review"]
     assert review["model_vs_human"]["per_concept"][removed]["precision"] == 0.0
     assert review["inter_annotator"]["pairs_with_several"] == 4  # sports-1's four candidate concepts
@@ -114,7 +116,7 @@ def test_push_twice_then_a_newer_run(ls, tiny_run):
     first = ls_push(run, url=ls.url, budget=6, **FAST)
     second = ls_push(run, url=ls.url, budget=6, **FAST)
     assert (first["imported"], second["imported"], second["unchanged"], second["tasks"]) == (6, 0, 6, 6)
-    assert second["predictions_added"] == 0
+    assert (first["predictions_added"], second["predictions_added"]) == (6, 0)  # new tasks carry theirs inline
     full = ls_push(run, url=ls.url, **FAST)
     assert (full["imported"], full["unchanged"], full["tasks"]) == (6, 6, 12)
 
@@ -122,7 +124,7 @@ def test_push_twice_then_a_newer_run(ls, tiny_run):
     newer = tiny_run("new", run_id="tiny-2", texts={"sports-2": "A rewritten sports text."}, extra_items=1)
     pushed = ls_push(newer, url=ls.url, batch_size=5, **FAST)
     assert (pushed["imported"], pushed["updated"], pushed["unchanged"], pushed["tasks"]) == (1, 1, 11, 13)
-    assert pushed["predictions_added"] == 12  # every old task gets the new run's pre-ticks
+    assert pushed["predictions_added"] == 13  # every old task gets the new run's pre-ticks, the new one its own
     tasks = project_tasks(ls, pushed["project_id"])
     assert len(tasks) == 13 and tasks["item:sports-2"]["data"]["text"] == "A rewritten sports text."
     assert {p["model_version"] for p in tasks["item:sports-2"]["predictions"]} == {"tiny-1", "tiny-2"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 PACKAGED_PREFIX = "packaged:"
+# Texts per encode call when progress is reported: large enough that the model's own length sorting still pays.
+PROGRESS_CHUNK = 2048
 
 
 def resolve_model(name: str) -> tuple[str, bool]:
@@ -95,16 +97,20 @@ class TextEmbedder:
                                      convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Unit-norm vectors of ``texts``; ``on_batch(n)`` after every ``PROGRESS_CHUNK`` texts (progress)."""
         if len(texts) == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self.load().encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        texts = list(texts)
+        step = len(texts) if on_batch is None else PROGRESS_CHUNK
+        parts = []
+        for start in range(0, len(texts), step):
+            chunk = texts[start:start + step]
+            parts.append(self.load().encode(chunk, batch_size=self.batch_size, normalize_embeddings=True,
+                                            convert_to_numpy=True, show_progress_bar=False))
+            if on_batch is not None:
+                on_batch(len(chunk))
+        vectors = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 

@@ -157,8 +157,6 @@ def run_build(cfg: BuildConfig, *, argv: list[str] | None = None, cached_only: b
     with ExitStack() as stack:
         t = time.perf_counter()
         if need_llm and embedded:
-            logger.info("starting the embedded LLM on 127.0.0.1:%d (first start assembles the model: ~1 min)",
-                        cfg.llm.embedded_port)
             from conceptkit.pipelines.generation.server import EmbeddedModelError, EmbeddedServer
 
             cfg.cache_path().mkdir(parents=True, exist_ok=True)
@@ -189,7 +187,7 @@ def run_build(cfg: BuildConfig, *, argv: list[str] | None = None, cached_only: b
         t = time.perf_counter()
         try:
             metrics = run_pipeline(
-                cfg, staged_items=str(staged), n_row_groups=n_groups, classes=loaded.classes, requests=requests,
+                cfg, staged_items=str(staged), n_row_groups=n_groups, n_items=loaded.table.num_rows, classes=loaded.classes, requests=requests,
                 settings=settings, run_dir=run.tmp, run_id=run_id, modality=loaded.modality,
             )
         except ConfigError as exc:
@@ -235,9 +233,7 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
         raise RunError(f"item accounting failed: {n_in} items in, {shard_rows} annotated + {item_rejects} rejected")
     (run.path("labelstudio")).mkdir(exist_ok=True)
     (run.path("labelstudio", "config.xml")).write_text(item_review_config(concepts.column("concept").to_pylist()))
-    for stage in STAGES:
-        timings[stage] = metrics.get(f"{stage}_ms", 0) / 1000
-    timings["total"] = time.perf_counter() - started
+    _stage_timings(timings, metrics, started)
     from conceptkit.schemas.candidates import CANDIDATES
 
     status = read_table(run.path("candidates.parquet"), CANDIDATES).column("status").to_pylist()
@@ -301,6 +297,21 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
     return BuildSummary(out=run.out, run_id=run_id, counts=counts, llm=llm, timings_s=manifest["timings_s"])
 
 
+def _stage_timings(timings: dict[str, float], metrics: dict[str, Any], started: float) -> None:
+    """Split the pipeline's wall time into the stages measured where the work happened (Beam counters), plus
+    ``runner`` (scheduling, serialisation, waiting: what no stage accounts for); with ``other`` (staging the items,
+    accounting, the manifest) the parts add up to ``total``. A runner without metrics (Dask) reports ``pipeline`` whole."""
+    pipeline = timings.pop("pipeline")
+    stages = {stage: metrics[f"{stage}_ms"] / 1000 for stage in STAGES if f"{stage}_ms" in metrics}
+    if stages and sum(stages.values()) <= pipeline:
+        timings.update(stages)
+        timings["runner"] = pipeline - sum(stages.values())
+    else:  # no metrics, or stage times summed over parallel workers exceed the wall time
+        timings["pipeline"] = pipeline
+    timings["other"] = time.perf_counter() - started - sum(timings.values())
+    timings["total"] = time.perf_counter() - started
+
+
 def _percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
@@ -321,7 +332,8 @@ def format_summary(summary: BuildSummary) -> str:
         f"  candidates  {c['candidates_proposed']} proposed, {c['candidates_accepted']} accepted, "
         f"{c['candidates_merged']} merged, {c['candidates_rejected']} rejected",
         f"  concepts    {c['concepts_selected']} selected; {c['rejects']} rows in rejects.parquet",
-        "  time (s)    " + ", ".join(f"{k} {v:.1f}" for k, v in t.items() if v or k == "total"),
+        "  time (s)    " + ", ".join(f"{k} {v:.1f}" for k, v in t.items() if round(v, 1) or k == "total")
+        + " (the parts add up to the total)",
         f"  outputs     {summary.out}/{{candidates,concepts,rejects,llm_calls}}.parquet, annotations/, index/, "
         "labelstudio/, manifest.json, README.md (dataset card)",
     ]

@@ -126,6 +126,8 @@ class EmbeddedServer:
             self.reused = True
             logger.info("reusing the embedded LLM already running at %s", self.base_url)
             return self
+        logger.info("starting the embedded LLM on 127.0.0.1:%d (the first start assembles the model: ~1 min)",
+                    self.port)
         model_file()  # assemble (and checksum) before the child starts, so errors surface here
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self._proc = subprocess.Popen(
@@ -134,7 +136,6 @@ class EmbeddedServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        logger.info("starting the embedded LLM at %s", self.base_url)
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
