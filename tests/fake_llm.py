@@ -5,7 +5,10 @@ port. The answer for a request is chosen by the class name quoted in the user me
 of concepts, returned as ``{"concepts": [...]}``), else generic words. ``faults`` is a list consumed one per
 request before normal answers: ``"429"`` (with Retry-After), ``"500"``, ``"503"``, ``"400"``, ``"hang"`` (sleeps
 past the client's timeout), ``"reset"`` (closes the connection), ``"malformed"``, ``"empty"``, ``"schema"``
-(JSON of the wrong shape), ``"repeat"`` (one concept repeated many times). ``latency_s`` delays every answer.
+(JSON of the wrong shape), ``"repeat"`` (one concept repeated many times), ``"401"``, ``"429:SECONDS"`` (a 429
+with that Retry-After), ``"drip"`` (headers, then the body one byte per second), ``"bad_content"`` (content 123),
+``"bad_usage"`` (``prompt_tokens: "lots"``), ``"huge"`` (a 20 MB answer), ``"many"`` (20,000 concepts).
+``latency_s`` delays every answer.
 Counts: ``requests`` (all), ``completions`` (successful answers).
 """
 
@@ -50,6 +53,7 @@ class FakeLLM:
         self.completions = 0
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.paths: list[str] = []  # request paths with their query strings
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -105,7 +109,9 @@ class FakeLLM:
                 self.flush_headers()
 
             def do_GET(self) -> None:
-                if self.path.rstrip("/").endswith("/models"):
+                with fake._lock:
+                    fake.paths.append(self.path)
+                if self.path.split("?")[0].rstrip("/").endswith("/models"):
                     self._send(200, {"object": "list", "data": [{"id": fake.model, "object": "model"}]})
                 else:
                     self._send(404, {"error": {"message": "not found"}})
@@ -116,6 +122,7 @@ class FakeLLM:
                 with fake._lock:
                     fake.bodies.append(body)
                     fake.headers.append(dict(self.headers))
+                    fake.paths.append(self.path)
                 fault = fake._next_fault()
                 if fake.latency_s:
                     time.sleep(fake.latency_s)
@@ -126,9 +133,24 @@ class FakeLLM:
                 if fault == "hang":
                     time.sleep(fake.hang_s)
                     return
-                if fault in ("429", "500", "503", "400"):
-                    headers = {"Retry-After": "0.05"} if fault == "429" else None
-                    self._send(int(fault), {"error": {"message": f"scripted {fault}", "type": "fault"}}, headers)
+                if fault in ("429", "500", "503", "400", "401") or (fault or "").startswith("429:"):
+                    status, _, wait = fault.partition(":")
+                    headers = {"Retry-After": wait or "0.05"} if status == "429" else None
+                    self._send(int(status), {"error": {"message": f"scripted {fault}", "type": "fault"}}, headers)
+                    return
+                if fault == "drip":
+                    payload = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}}]})
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    try:
+                        for ch in payload:
+                            self.wfile.write(ch.encode())
+                            self.wfile.flush()
+                            time.sleep(1.0)
+                    except OSError:
+                        pass
                     return
                 rf = body.get("response_format") or {}
                 if fake.refuse_json_schema and rf.get("type") == "json_schema":
@@ -139,11 +161,18 @@ class FakeLLM:
                     "empty": "",
                     "schema": json.dumps({"ideas": ["a", "b"]}),
                     "repeat": json.dumps({"concepts": ["loop item"] * 40}),
+                    "huge": json.dumps({"concepts": ["x" * (20 << 20)]}),
+                    "many": json.dumps({"concepts": [f"concept number {i}" for i in range(20_000)]}),
                 }.get(fault) if fault else None
                 if content is None:
                     content = fake.answer_for(body)
                 with fake._lock:
                     fake.completions += 1
+                usage = {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70}
+                if fault == "bad_content":
+                    content = 123
+                if fault == "bad_usage":
+                    usage["prompt_tokens"] = "lots"
                 self._send(
                     200,
                     {
@@ -153,7 +182,7 @@ class FakeLLM:
                         "model": fake.model,
                         "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                                      "finish_reason": "stop"}],
-                        "usage": {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70},
+                        "usage": usage,
                     },
                 )
 

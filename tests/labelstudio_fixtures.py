@@ -102,7 +102,7 @@ CLASSES = {
 
 
 def write_run(out: Path, *, run_id: str, n_per_class: int = 4, seed: int = 0,
-              texts: dict[str, str] | None = None, extra_items: int = 0) -> Path:
+              texts: dict[str, str] | None = None, extra_items: int = 0, lineage: str | None = None) -> Path:
     """A small run directory under ``out``: 3 classes x 3 concepts, ``n_per_class`` items each.
 
     Scores favour the item's own class's concepts, so the pre-ticks look like a real run's. ``texts`` overrides
@@ -149,7 +149,8 @@ def write_run(out: Path, *, run_id: str, n_per_class: int = 4, seed: int = 0,
     write_table(out / "concepts.parquet", concept_rows, CONCEPTS)
     write_table(out / "annotations" / "train-0.parquet", rows, annotations_schema(len(names)))
     write_tasks(out / "labelstudio" / "tasks.json", tasks)
-    manifest = {"run_id": run_id, "counts": {"items_annotated": len(items)}}
+    # A rebuild keeps its lineage (what names its Label Studio projects); by default one per run name here.
+    manifest = {"run_id": run_id, "lineage": lineage or f"lineage-{out.name}", "counts": {"items_annotated": len(items)}}
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
 

@@ -8,8 +8,11 @@ own writing, so rewriting it for the same run gives the same bytes.
 
 from __future__ import annotations
 
+import html
 import importlib
 import json
+import re
+import unicodedata
 import os
 from pathlib import Path
 from typing import Any
@@ -74,6 +77,22 @@ def _get(tree: dict[str, Any], dotted: str, default: Any = None) -> Any:
             return default
         tree = tree[key]
     return tree
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()#|!~>-])")
+
+
+def md(text: object) -> str:
+    """Data as inert Markdown text: one line, HTML escaped (no live tags, images or scripts), Markdown syntax
+    escaped (no links, emphasis or table breaks)."""
+    line = " ".join("".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in str(text)).split())
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(line, quote=True))
+
+
+def code(text: object) -> str:
+    """Data as a Markdown code span: one line, and no backtick inside that could end the span early."""
+    line = " ".join("".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in str(text)).split())
+    return "`" + line.replace("`", "'") + "`"
 
 
 def _hf_dtype(field: pa.Field, classes: list[str]) -> dict[str, Any]:
@@ -144,16 +163,16 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
 
     lines = [
         front_matter(run_dir, manifest, splits, name),
-        f"# Concept dataset `{name}`",
+        f"# Concept dataset {code(name)}",
         "",
         f"Run `{manifest.get('run_id')}`, built {manifest.get('created')} with conceptkit "
         f"{_get(manifest, 'versions.conceptkit', '?')}"
-        + (f" (`conceptkit {' '.join(manifest['command'])}`)." if manifest.get("command") else "."),
+        + (f" ({code('conceptkit ' + ' '.join(manifest['command']))})." if manifest.get("command") else "."),
         "",
-        f"{n_items} items in {len(classes)} classes ({', '.join(classes)}) annotated "
+        f"{n_items} items in {len(classes)} classes ({', '.join(md(c) for c in classes)}) annotated "
         f"with {len(concepts)} concepts; splits: " + ", ".join(f"{s} {n}" for s, n in sorted(splits.items())) + ". "
         f"The concepts were proposed by an LLM "
-        f"(`{llm.get('model')}`), filtered, and selected per class by submodular optimisation; each item carries "
+        f"({code(llm.get('model'))}), filtered, and selected per class by submodular optimisation; each item carries "
         f"its cosine similarity to every concept in the embedding space of `{embedding}` and its top {top_k} "
         "concepts.",
         "",
@@ -183,11 +202,11 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
 
     lines += ["", "## How it was made", ""]
     lines += [
-        f"1. **Input**: `{inp.get('path')}` (sha256 `{inp.get('sha256')}`), {inp.get('rows')} rows, "
+        f"1. **Input**: {code(inp.get('path'))} (sha256 `{inp.get('sha256')}`), {inp.get('rows')} rows, "
         f"{'labelled' if inp.get('labelled') else 'unlabelled (classes from a class list)'}; "
         f"{counts.get('items_rejected', 0)} rows rejected (see `rejects.parquet`, stage `items`).",
-        f"2. **Candidate concepts**: `{llm.get('model')}` at `{llm.get('endpoint')}`, prompt family "
-        f"`{_get(cfg, 'generation.family')}`, domain \"{_get(cfg, 'generation.domain')}\", "
+        f"2. **Candidate concepts**: {code(llm.get('model'))} at {code(llm.get('endpoint'))}, prompt family "
+        f"{code(_get(cfg, 'generation.family'))}, domain \"{md(_get(cfg, 'generation.domain'))}\", "
         f"{_get(cfg, 'generation.concepts_per_prompt')} concepts per prompt, {_get(cfg, 'llm.samples')} sample(s) "
         f"per prompt at temperature {_get(cfg, 'llm.temperature')}, seed {_get(cfg, 'llm.seed')}; "
         f"{counts.get('llm_requests')} requests ({llm.get('calls')} calls, {llm.get('cache_hits')} cache hits, "
@@ -212,11 +231,11 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
     ]
     by_class: dict[str, list[str]] = {}
     for row in sorted(concepts, key=lambda r: r["concept_id"]):
-        by_class.setdefault(row["picked_for"], []).append(row["concept"])
+        by_class.setdefault(row["picked_for"], []).append(md(row["concept"]))
     for cls in sorted(by_class):
         names = by_class[cls]
         more = f", and {len(names) - CONCEPTS_LISTED_PER_CLASS} more" if len(names) > CONCEPTS_LISTED_PER_CLASS else ""
-        lines.append(f"- **{cls}** ({len(names)}): {', '.join(names[:CONCEPTS_LISTED_PER_CLASS])}{more}")
+        lines.append(f"- **{md(cls)}** ({len(names)}): {', '.join(names[:CONCEPTS_LISTED_PER_CLASS])}{more}")
 
     lines += ["", "## Schemas", "",
               "Every table carries its schema name and version in the Parquet metadata (`conceptkit.schema`, "
@@ -259,7 +278,7 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
         "",
         "- Meant for building and studying interpretable (concept-bottleneck style) models and for exploring what "
         "distinguishes the classes; a starting point for human review (`labelstudio/`), not verified ground truth.",
-        f"- The concepts are what `{llm.get('model')}` proposed for the class names, after automatic filters: they can "
+        f"- The concepts are what {code(llm.get('model'))} proposed for the class names, after automatic filters: they can "
         "be vague, redundant, culturally narrow or wrong, and they reflect the model's biases. Read them before "
         "relying on them.",
         f"- Scores are cosine similarities in `{embedding}`'s space, not probabilities; they are comparable within "

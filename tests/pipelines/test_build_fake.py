@@ -30,10 +30,11 @@ def built(tmp_path_factory):
         cfg = load_config(None, fake_overrides(fake, tmp, items, items={"classes_file": str(classes)}))
         first = run_build(cfg)
         calls_after_first = fake.completions
+        first_rejects = read_table(cfg.out_dir() / "rejects.parquet", REJECTS).to_pylist()
         second = run_build(cfg)
         calls_after_second = fake.completions
     return dict(cfg=cfg, first=first, second=second, n_items=len(rows), out=cfg.out_dir(),
-                calls=(calls_after_first, calls_after_second))
+                calls=(calls_after_first, calls_after_second), first_rejects=first_rejects)
 
 
 def test_every_output_reads_back_with_its_schema(built):
@@ -44,7 +45,8 @@ def test_every_output_reads_back_with_its_schema(built):
     annotations = read_table(out / "annotations", annotations_schema(concepts.num_rows))
     assert annotations.num_rows == built["n_items"] - 2
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "annotations", "candidates.parquet", "concepts.parquet", "index", "labelstudio", "llm_calls.parquet",
+        ".conceptkit-run", "README.md", "annotations", "candidates.parquet", "concepts.parquet", "index", "labelstudio",
+        "llm_calls.parquet",
         "manifest.json", "rejects.parquet"]
     assert not list(out.parent.glob(".t.*"))  # no staging or old directories left beside it
 
@@ -90,18 +92,21 @@ def test_candidates_keep_status_and_reason(built):
 
 
 def test_llm_faults_become_rejects_or_retries(built):
-    # The scripted 500 was retried (first run); the malformed answer is a reject with its raw text kept, and
-    # stays one on the cached rerun (--refresh-cache asks again).
+    # The scripted 500 was retried (first run); the malformed answer is a reject with its raw text kept. It was
+    # not cached, so the rerun asked again, got a good answer, and has no generate reject left.
     assert built["first"].llm["retries"] == 1
-    rejects = read_table(built["out"] / "rejects.parquet", REJECTS).to_pylist()
-    gen = [r for r in rejects if r["stage"] == "generate"]
+    gen = [r for r in built["first_rejects"] if r["stage"] == "generate"]
     assert [r["reason"] for r in gen] == ["malformed_json"] and gen[0]["raw"].startswith('{"concepts"')
+    rejects = read_table(built["out"] / "rejects.parquet", REJECTS).to_pylist()
+    assert not [r for r in rejects if r["stage"] == "generate"]
 
 
-def test_rerun_makes_zero_llm_calls(built):
+def test_rerun_asks_only_for_what_did_not_parse(built):
+    # Every answer that parsed came from the cache; only the one malformed answer (never cached) was asked again.
     first_calls, second_calls = built["calls"]
-    assert second_calls == first_calls
-    assert built["second"].llm["calls"] == 0 and built["second"].llm["cache_hits"] == built["first"].counts["llm_requests"]
+    assert second_calls == first_calls + 1
+    assert built["second"].llm["calls"] == 1
+    assert built["second"].llm["cache_hits"] == built["first"].counts["llm_requests"] - 1
 
 
 def test_manifest_and_index_and_tasks(built):

@@ -76,5 +76,5 @@ def test_image_items_build(tmp_path, tiny_clip):
     ann = read_table(out / "annotations", annotations_schema(concepts.num_rows))
     assert sorted(ann.column("item_id").to_pylist()) == [f"i{i}" for i in range(6)]
     rejects = {r["key"]: r["reason"] for r in read_table(out / "rejects.parquet", REJECTS).to_pylist()}
-    assert rejects == {"corrupt": "unreadable_image", "missing": "unreadable_image"}
+    assert rejects == {"corrupt": "unreadable_image", "missing": "image_not_found"}
     assert summary.counts["items_annotated"] == 6 and summary.counts["items_rejected"] == 2
