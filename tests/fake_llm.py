@@ -162,7 +162,7 @@ class FakeLLM:
                     "schema": json.dumps({"ideas": ["a", "b"]}),
                     "repeat": json.dumps({"concepts": ["loop item"] * 40}),
                     "huge": json.dumps({"concepts": ["x" * (20 << 20)]}),
-                    "many": json.dumps({"concepts": [f"concept number {i}" for i in range(20_000)]}),
+                    "many": json.dumps({"concepts": [f"c{i}" for i in range(20_000)]}),
                 }.get(fault) if fault else None
                 if content is None:
                     content = fake.answer_for(body)

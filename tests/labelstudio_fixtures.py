@@ -18,6 +18,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -167,3 +168,40 @@ def tiny_run(tmp_path):
         return write_run(tmp_path / where / f"run-{tmp_path.name}", run_id=run_id, **options)
 
     return make
+
+
+# Helpers for tests that review through the API the way the labeling UI does.
+FAST = dict(max_retries=1, timeout_s=10)
+
+
+def api(ls) -> httpx.Client:
+    return httpx.Client(base_url=ls.url, headers={"Authorization": f"Token {ls.token}"}, timeout=30)
+
+
+def project_tasks(ls, project_id: int) -> dict[str, dict]:
+    from conceptkit.annotators.labelstudio import LabelStudioClient
+
+    with LabelStudioClient(ls.url) as client:
+        return {t["data"]["task_key"]: t for t in client.tasks(project_id)}
+
+
+def annotate(http: httpx.Client, task_id: int, *, choices=None, verdict=None, missing=None, edited=None,
+             user_id=None) -> int:
+    """What the labeling UI sends when a reviewer submits."""
+    result = []
+    if choices is not None:
+        result.append({"from_name": "concepts", "to_name": "text", "type": "choices", "value": {"choices": choices}})
+    if verdict is not None:
+        result.append({"from_name": "verdict", "to_name": "text", "type": "choices", "value": {"choices": [verdict]}})
+    if missing is not None:
+        result.append({"from_name": "missing_concepts", "to_name": "text", "type": "textarea",
+                       "value": {"text": [missing]}})
+    if edited is not None:
+        result.append({"from_name": "edited_concept", "to_name": "text", "type": "textarea",
+                       "value": {"text": [edited]}})
+    body = {"result": result, "lead_time": 4.2}
+    if user_id is not None:
+        body["completed_by"] = user_id
+    response = http.post(f"/api/tasks/{task_id}/annotations/", json=body)
+    response.raise_for_status()
+    return response.json()["id"]

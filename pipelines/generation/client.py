@@ -164,8 +164,12 @@ def _envelope(response: Any) -> tuple[str | None, str, int, int]:
 
 
 def _raw_json(response: Any) -> str:
+    import warnings
+
     try:
-        return response.model_dump_json()
+        with warnings.catch_warnings():  # the SDK warns about exactly the wrong types being recorded here
+            warnings.simplefilter("ignore")
+            return response.model_dump_json()
     except Exception:  # a response object too broken to serialise: its repr is the evidence
         return repr(response)
 

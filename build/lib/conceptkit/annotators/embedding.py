@@ -114,14 +114,22 @@ class TextEmbedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def load_image(path: str):
-    """(PIL RGB image, content key) for an image file; raises OSError or ValueError when it cannot be read."""
+def load_image(path: str, *, max_bytes: int = 50 << 20):
+    """(PIL RGB image, content key) for an image file; raises OSError or ValueError when it cannot be read, is
+    not a regular file (a FIFO would block, a device never end) or is larger than ``max_bytes``."""
     import hashlib
+    import io
+    import stat
 
     from PIL import Image
 
-    data = Path(path).read_bytes()
-    import io
+    with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{path}: not a regular file")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"{path}: larger than {max_bytes} bytes")
 
     with Image.open(io.BytesIO(data)) as img:
         img.load()

@@ -195,8 +195,9 @@ class LabelStudioClient:
             page += 1
 
     def find_project(self, marker: str) -> dict[str, Any] | None:
-        """The project whose description starts with ``marker`` (the lowest id when several)."""
-        found = [p for p in self.projects() if (p.get("description") or "").startswith(marker)]
+        """The project whose description is exactly ``marker`` (the lowest id when several): never a project whose
+        marker merely starts the same (``review=concept`` vs ``review=concept-list``)."""
+        found = [p for p in self.projects() if (p.get("description") or "").strip() == marker]
         return min(found, key=lambda p: p["id"]) if found else None
 
     def ensure_project(self, *, marker: str, title: str, label_config: str) -> tuple[dict[str, Any], bool]:

@@ -14,19 +14,21 @@ import os
 import platform
 import shutil
 import time
+import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from conceptkit import __version__
 from conceptkit.pipelines.config import BuildConfig, ConfigError
 from conceptkit.pipelines.readers.items import load_items
+from conceptkit.pipelines.generation.endpoint import public_url, redact
 from conceptkit.pipelines.generation.client import ChatClient, ClientSettings, LLMCache, check_endpoint
 from conceptkit.pipelines.generation.prompts import build_requests
+from conceptkit.pipelines.runs.guard import OutputRefused, RunLock, check_output_dir, is_run_dir
 from conceptkit.pipelines.runs.staging import StagedRun
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class BuildSummary:
     counts: dict[str, int] = field(default_factory=dict)
     llm: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
+    review: dict[str, Any] | None = None  # human review carried from the run this build replaced
 
 
 def _versions() -> dict[str, str]:
@@ -59,15 +62,6 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
-
-
-def _public_url(url: str) -> str:
-    """The URL without credentials or query string (they may hold secrets)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _file_sha256(path: str) -> str:
@@ -113,6 +107,7 @@ def llm_settings(cfg: BuildConfig) -> tuple[ClientSettings, bool]:
             concurrency=cfg.llm.concurrency,
             timeout_s=cfg.llm.timeout_s or (900.0 if embedded else 120.0),
             max_retries=cfg.llm.max_retries,
+            max_retry_after_s=cfg.llm.max_retry_after_s,
             cache_path=str(cache) if cache else None,
             refresh_cache=cfg.llm.refresh_cache,
             requests_per_minute=cfg.llm.requests_per_minute,
@@ -128,11 +123,26 @@ def llm_settings(cfg: BuildConfig) -> tuple[ClientSettings, bool]:
 
 
 def run_build(cfg: BuildConfig, *, argv: list[str] | None = None, cached_only: bool = False) -> BuildSummary:
-    """Run a whole build; raises ``UserError`` (nothing written) or ``RunError`` (nothing committed)."""
+    """Run a whole build; raises ``UserError`` (nothing written) or ``RunError`` (nothing committed).
+
+    Before any work: ``out`` must be new, empty or a conceptkit run that holds none of the build's inputs
+    (``guard.check_output_dir``), and no other command may be writing it (``guard.RunLock``, held to the end)."""
+    try:
+        out = cfg.out_dir()
+        check_output_dir(out, inputs=[cfg.items.path, cfg.items.classes_file, cfg.cache_path()])
+        with RunLock(out) as lock:
+            if lock.removed:
+                logger.info("removed %d directories left beside %s by an interrupted command: %s", len(lock.removed),
+                            out, ", ".join(p.name for p in lock.removed))
+            return _run_build(cfg, out, argv=argv, cached_only=cached_only)
+    except (ConfigError, OutputRefused) as exc:
+        raise UserError(str(exc)) from None
+
+
+def _run_build(cfg: BuildConfig, out: Path, *, argv: list[str] | None, cached_only: bool) -> BuildSummary:
     started = time.perf_counter()
     timings: dict[str, float] = {}
     try:
-        out = cfg.out_dir()
         loaded = load_items(cfg.items)
     except (ConfigError, ValueError) as exc:
         raise UserError(str(exc)) from None
@@ -152,7 +162,8 @@ def run_build(cfg: BuildConfig, *, argv: list[str] | None = None, cached_only: b
     if need_llm and cached_only:
         raise UserError("some LLM requests of this config are not in the cache; run `conceptkit build` instead")
     timings["preflight"] = time.perf_counter() - started
-    run_id = f"{out.name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+    # The random part keeps two builds of one name within a second apart (and runs of equal names elsewhere).
+    run_id = f"{out.name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
 
     with ExitStack() as stack:
         t = time.perf_counter()
@@ -202,10 +213,12 @@ def run_build(cfg: BuildConfig, *, argv: list[str] | None = None, cached_only: b
         metrics["selection"] = json.loads(selection_path.read_text()) if selection_path.exists() else None
         shutil.rmtree(run.path("_staging"))
         summary = _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv, started)
+        if is_run_dir(out):
+            _carry_review(out, run, summary)
         from conceptkit.pipelines.runs.card import write_dataset_card
 
         write_dataset_card(run.tmp)
-        run.commit()
+        run.commit(run_id)
     summary.out = out
     return summary
 
@@ -221,13 +234,18 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
     from conceptkit.schemas.rejects import REJECTS
 
     concepts = read_table(run.path("concepts.parquet"), CONCEPTS)
-    if concepts.num_rows == 0:
-        raise RunError("no concept survived generation and filtering; see the rejects in the log and the config")
     rejects = read_table(run.path("rejects.parquet"), REJECTS)
+    if concepts.num_rows == 0:
+        kept = _keep_failure(run, cfg, run_id)
+        raise RunError(f"no concept survived generation and filtering ({_reason_counts(rejects, 'generate')}); "
+                       f"the rejects are kept in {kept}")
     calls = read_table(run.path("llm_calls.parquet"), LLM_CALLS).to_pylist()
     latencies = sorted(c["latency_s"] for c in calls if not c["cached"] and c["error"] != "budget_exceeded")
     shard_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in run.path("annotations").glob("*.parquet"))
     item_rejects = sum(1 for s in rejects.column("stage").to_pylist() if s == "items")
+    if shard_rows == 0:
+        kept = _keep_failure(run, cfg, run_id)
+        raise RunError(f"every item was rejected ({_reason_counts(rejects, 'items')}); the rejects are kept in {kept}")
     n_in = loaded.table.num_rows
     if shard_rows + item_rejects != n_in:
         raise RunError(f"item accounting failed: {n_in} items in, {shard_rows} annotated + {item_rejects} rejected")
@@ -256,7 +274,7 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
     # Counted from the written outputs, not runner metrics, so every runner reports the same numbers.
     answered = [c for c in calls if c["error"] != "budget_exceeded"]
     llm = {
-        "endpoint": _public_url(settings.base_url),
+        "endpoint": public_url(settings.base_url),
         "model": settings.model,
         "calls": sum(not c["cached"] for c in answered),
         "cache_hits": sum(c["cached"] for c in answered),
@@ -272,8 +290,9 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
     }
     manifest = {
         "run_id": run_id,
+        "lineage": _lineage(run.out),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": argv,
+        "command": [redact(a) for a in argv] if argv else argv,
         "config": cfg.public_dict(),
         "input": {"path": loaded.path, "sha256": _file_sha256(loaded.path), "rows": n_in, "classes": list(loaded.classes),
                   "labelled": loaded.labelled},
@@ -295,6 +314,49 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
     }
     run.path("manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return BuildSummary(out=run.out, run_id=run_id, counts=counts, llm=llm, timings_s=manifest["timings_s"])
+
+
+def _lineage(out: Path) -> str:
+    """The run's identity across rebuilds (it names the run's Label Studio projects): kept from the run being
+    replaced, new for a new directory."""
+    try:
+        old = json.loads((out / "manifest.json").read_text()).get("lineage") if is_run_dir(out) else None
+    except (OSError, ValueError):
+        old = None
+    return old or uuid.uuid4().hex[:16]
+
+
+def _carry_review(out: Path, run: StagedRun, summary: BuildSummary) -> None:
+    """Human review of the run being replaced goes into the new one (re-keyed; nothing dropped)."""
+    from conceptkit.pipelines.review.carry import carry_forward
+
+    carried = carry_forward(out, run.tmp)
+    if carried is None:
+        return
+    manifest = json.loads(run.path("manifest.json").read_text())
+    manifest["review_carried"] = carried
+    run.path("manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    summary.review = carried
+
+
+def _reason_counts(rejects, stage: str) -> str:
+    """``12 x http_401, 2 x timeout`` for one stage's rejects, most frequent first."""
+    from collections import Counter
+
+    counts = Counter(r for s, r in zip(rejects.column("stage").to_pylist(), rejects.column("reason").to_pylist())
+                     if s == stage)
+    return ", ".join(f"{n} x {reason}" for reason, n in counts.most_common()) or f"no {stage} rejects"
+
+
+def _keep_failure(run: StagedRun, cfg: BuildConfig, run_id: str) -> Path:
+    """Copy what explains a failed build (rejects, LLM calls, candidates) out of the staged run, which is about to
+    be discarded, to ``<cache>/failed/<run_id>/``."""
+    kept = cfg.cache_path() / "failed" / run_id
+    kept.mkdir(parents=True, exist_ok=True)
+    for name in ("rejects.parquet", "llm_calls.parquet", "candidates.parquet"):
+        if run.path(name).exists():
+            shutil.copy2(run.path(name), kept / name)
+    return kept
 
 
 def _stage_timings(timings: dict[str, float], metrics: dict[str, Any], started: float) -> None:
@@ -332,6 +394,9 @@ def format_summary(summary: BuildSummary) -> str:
         f"  candidates  {c['candidates_proposed']} proposed, {c['candidates_accepted']} accepted, "
         f"{c['candidates_merged']} merged, {c['candidates_rejected']} rejected",
         f"  concepts    {c['concepts_selected']} selected; {c['rejects']} rows in rejects.parquet",
+        *([f"  review      {summary.review['verified']} human judgements carried from the replaced run "
+           f"({summary.review['matched']} match this run, {summary.review['unmatched']} kept unmatched in "
+           "verified.parquet)"] if summary.review else []),
         "  time (s)    " + ", ".join(f"{k} {v:.1f}" for k, v in t.items() if round(v, 1) or k == "total")
         + " (the parts add up to the total)",
         f"  outputs     {summary.out}/{{candidates,concepts,rejects,llm_calls}}.parquet, annotations/, index/, "

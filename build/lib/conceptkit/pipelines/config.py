@@ -9,12 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import re
+
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
     """A configuration file or value is unusable; the message names the key and the value."""
+
+
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+NAME_HELP = "1-128 letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 
 class _Frozen(BaseModel):
@@ -28,6 +34,9 @@ class ItemsConfig(_Frozen):
     text_column: str = "text"
     # Image items: a column of image file paths (relative to the items file); embedded with a CLIP-type model.
     image_column: str | None = None
+    # Image paths must name regular files inside the items file's folder (unless allowed) of at most this size.
+    allow_outside_paths: bool = False
+    max_image_bytes: int = Field(50 << 20, ge=1)
     label_column: str | None = "label"
     # Used as given when the file has it (e.g. train/test); rows without a value, and files without the column,
     # are "train" (or the split asked for by `conceptkit annotate --split`).
@@ -52,6 +61,8 @@ class LLMConfig(_Frozen):
     # the pipeline can take minutes per answer, and a timed-out request starts again from nothing).
     timeout_s: float | None = Field(None, gt=0)
     max_retries: int = Field(4, ge=0, le=20)
+    # A 429's Retry-After is honoured up to this many seconds (longer waits are cut to it); each wait is a retry.
+    max_retry_after_s: float = Field(60.0, ge=0, le=3600)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     requests_per_minute: float | None = Field(None, gt=0)
@@ -172,6 +183,15 @@ class BuildConfig(_Frozen):
     annotation: AnnotationConfig = AnnotationConfig()
     runner: RunnerConfig = RunnerConfig()
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        # A name is a name: `--name ../../x` or `--name /abs/path` would write outside runs/.
+        if value is not None and (not RUN_NAME.fullmatch(value) or ".." in value):
+            raise ValueError(f"run name {value[:60]!r} must be {NAME_HELP} (no '/', no '..'); use --out DIR for a "
+                             "path")
+        return value
+
     def out_dir(self) -> Path:
         if self.out:
             return Path(self.out)
@@ -183,17 +203,47 @@ class BuildConfig(_Frozen):
         return Path(self.cache_dir) if self.cache_dir else self.out_dir().parent / ".cache"
 
     def public_dict(self) -> dict[str, Any]:
-        """The config as plain data for manifests; holds no secret (only the key's variable name)."""
-        return self.model_dump(mode="json")
+        """The config as plain data for manifests; holds no secret (only the key's variable name, and the endpoint
+        without user info or query values)."""
+        from conceptkit.pipelines.generation.endpoint import public_url
+
+        data = self.model_dump(mode="json")
+        if data["llm"]["base_url"]:
+            data["llm"]["base_url"] = public_url(data["llm"]["base_url"])
+        return data
 
 
 def _format_validation_error(exc: ValidationError, where: str) -> str:
     first = exc.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
     value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    shown = "" if isinstance(value, dict) else f" (got {_excerpt(value)})"
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     return f"{where}: {loc}: {first['msg']}{shown}{more}"
+
+
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 100_000  # values after alias expansion: a real config has hundreds
+
+
+def _excerpt(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _count_nodes(value: Any, budget: list[int], where: str) -> None:
+    """Count every value as the validator will see it (aliases expanded); stop at MAX_CONFIG_NODES."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError(f"{where}: more than {MAX_CONFIG_NODES} values once YAML aliases are expanded (an alias "
+                          "bomb?); a conceptkit config needs a few hundred")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _count_nodes(key, budget, where)
+            _count_nodes(item, budget, where)
+    elif isinstance(value, list):
+        for item in value:
+            _count_nodes(item, budget, where)
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -213,7 +263,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if path is not None:
         path = Path(path)
         where = str(path)
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"config path is not a regular file: {path}")
         try:
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{path}: {path.stat().st_size} bytes; a config file is at most "
+                                  f"{MAX_CONFIG_BYTES} bytes")
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
@@ -230,6 +285,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+        _count_nodes(loaded, [MAX_CONFIG_NODES], str(path))
         data = loaded
         # Relative data paths in a config file are relative to the directory the command runs in, like CLI flags.
     data = _deep_merge(data, overrides or {})

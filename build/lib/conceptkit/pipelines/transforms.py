@@ -25,6 +25,7 @@ from conceptkit.pipelines.config import AnnotationConfig, EmbeddingConfig, Filte
 from conceptkit.pipelines.generation.client import ClientSettings
 from conceptkit.pipelines.generation.parse import ParseError, parse_candidates
 from conceptkit.pipelines.generation.prompts import ConceptRequest, concepts_schema
+from conceptkit.pipelines.readers.items import image_rules
 
 logger = logging.getLogger(__name__)
 NS = "conceptkit"
@@ -43,8 +44,27 @@ def timed(stage: str):
         counter(f"{stage}_ms").inc(int((time.perf_counter() - started) * 1000))
 
 
+RAW_CHARS = 20_000  # what a reject keeps of the offending text
+
+
 def reject(stage: str, key: str, reason: str, detail: str | None = None, raw: str | None = None) -> dict:
-    return {"stage": stage, "key": key, "reason": reason, "detail": detail, "raw": raw}
+    """A rejects.parquet row; ``detail`` and ``raw`` are capped (a 20 MB answer is evidence enough at 20 KB)."""
+    return {"stage": stage, "key": key, "reason": reason, "detail": detail[:1000] if detail else detail,
+            "raw": raw[:RAW_CHARS] if raw else raw}
+
+
+def max_concepts_per_answer(asked: int) -> int:
+    """How many concepts of one answer are kept: a few times what was asked; the rest is a runaway list."""
+    return max(4 * asked, 50)
+
+
+def answer_parses(text: str | None) -> bool:
+    """Whether an answer holds a concept list: only those are cached (a bad answer is asked again next time)."""
+    try:
+        parse_candidates(text)
+    except ParseError:
+        return False
+    return True
 
 
 class ReadItemGroup(beam.DoFn):
@@ -69,9 +89,10 @@ class ReadItemGroup(beam.DoFn):
 class ValidateItems(beam.DoFn):
     """(unit, item rows) -> ("valid", (unit, the usable rows)) and ("rejects", reject row) for each other row."""
 
-    def __init__(self, classes: Sequence[str], max_text_chars: int) -> None:
+    def __init__(self, classes: Sequence[str], max_text_chars: int, image=None) -> None:
         self.classes = frozenset(classes)
         self.max_text_chars = max_text_chars
+        self.image = image  # readers.items.ImageRules for image items
 
     def process(self, element: tuple[int, list[dict]]):
         from conceptkit.pipelines.readers.items import validate_row
@@ -79,7 +100,7 @@ class ValidateItems(beam.DoFn):
         group, rows = element
         valid = []
         for row in rows:
-            reason = validate_row(row, classes=self.classes, max_text_chars=self.max_text_chars)
+            reason = validate_row(row, classes=self.classes, max_text_chars=self.max_text_chars, image=self.image)
             if reason is None:
                 valid.append(row)
             else:
@@ -104,6 +125,7 @@ class GenerateCandidates(beam.DoFn):
         from conceptkit.pipelines.progress import Progress
 
         self.client = ChatClient(self.settings)
+        self.client.accept = answer_parses
         self.progress = Progress(self.total, "generate", unit="request")
 
     def teardown(self) -> None:
@@ -143,7 +165,7 @@ class GenerateCandidates(beam.DoFn):
             key = f"{request.class_name}/{request.prompt_id}/{request.sample}"
             if result.error:
                 counter("llm_errors").inc()
-                yield "rejects", reject("generate", key, result.error, result.detail)
+                yield "rejects", reject("generate", key, result.error, result.detail, raw=result.content)
                 continue
             try:
                 concepts = parse_candidates(result.content)
@@ -151,6 +173,12 @@ class GenerateCandidates(beam.DoFn):
                 counter("llm_unparseable").inc()
                 yield "rejects", reject("generate", key, exc.reason, str(exc), raw=result.content)
                 continue
+            cap = max_concepts_per_answer(request.n)
+            if len(concepts) > cap:
+                yield "rejects", reject("generate", key, "too_many_concepts",
+                                        f"{len(concepts)} concepts for {request.n} asked; kept the first {cap}",
+                                        raw=result.content)
+                concepts = concepts[:cap]
             counter("candidates_proposed").inc(len(concepts))
             for position, concept in enumerate(concepts):
                 yield "candidates", {
@@ -641,7 +669,7 @@ def build_pipeline(
         | "RowGroups" >> beam.Create(list(range(n_row_groups)))
         | "Reshuffle" >> beam.Reshuffle()
         | "ReadItems" >> beam.ParDo(ReadItemGroup(staged_items))
-        | "ValidateItems" >> beam.ParDo(ValidateItems(classes, cfg.items.max_text_chars))
+        | "ValidateItems" >> beam.ParDo(ValidateItems(classes, cfg.items.max_text_chars, image_rules(cfg.items)))
     )
     items = split(items, "Items", ("valid", "rejects"))
     chunk = max(cfg.llm.concurrency * 2, 8)
@@ -727,14 +755,21 @@ def build_pipeline(
     )
 
 
+IN_PROCESS_RUNNER = "apache_beam.runners.portability.fn_api_runner.fn_runner.FnApiRunner"
+
+
 def pipeline_options(cfg):
-    """Beam options for ``cfg.runner``: the in-process direct runner by default (it makes no network call)."""
+    """Beam options for ``cfg.runner``: Beam's in-process FnApiRunner by default.
+
+    Not ``DirectRunner``: in Beam 2.77 that first tries the PrismRunner, which downloads a Prism binary from
+    GitHub and runs it, and falls back to the FnApiRunner only when that fails. Naming the FnApiRunner (what the
+    direct runner ends up running anyway) means no download is ever attempted."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from conceptkit.pipelines.config import ConfigError
 
     if cfg.runner.runner == "direct":
-        args = ["--runner=DirectRunner", f"--direct_num_workers={cfg.runner.direct_num_workers}"]
+        args = [f"--runner={IN_PROCESS_RUNNER}", f"--direct_num_workers={cfg.runner.direct_num_workers}"]
         if cfg.runner.direct_num_workers > 1:
             args.append("--direct_running_mode=multi_processing")
         return PipelineOptions(args)

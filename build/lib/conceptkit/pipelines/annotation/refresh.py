@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conceptkit.pipelines.config import BuildConfig
-from conceptkit.pipelines.readers.items import SPLIT_NAME, InputError, load_items, validate_row
+from conceptkit.pipelines.readers.items import SPLIT_NAME, InputError, image_rules, load_items, validate_row
 from conceptkit.pipelines.runs.staging import StagedRun
 from conceptkit.schemas.annotations import annotations_schema, shard_name
 from conceptkit.schemas.base import named_schema
@@ -203,9 +203,25 @@ def refresh_run(
     ``split`` puts every item of the file into that split (default: the file's split column, else ``train``);
     ``columns`` overrides the run's ``id_column`` / ``text_column`` / ``label_column`` for this file (None values
     keep the run's). ``embedder`` (a ``TextEmbedder``) replaces the run's model, e.g. one already loaded; raises
-    ``RunCheckError``
-    when the run directory is not a complete run and ``conceptkit.pipelines.readers.items.InputError`` for an unusable items file.
+    ``RunCheckError`` when the run directory is not a complete run, ``conceptkit.pipelines.readers.items.InputError``
+    for an unusable items file and ``RunBusy`` while another command writes the run.
     """
+    from conceptkit.pipelines.runs.guard import RunLock
+
+    if not Path(run_dir).is_dir():
+        raise RunCheckError(f"{run_dir}: no such run directory")
+    with RunLock(Path(run_dir)):  # one writer per run: a second build, refresh or annotate is refused (RunBusy)
+        return _refresh_run(run_dir, items_path, split=split, columns=columns, embedder=embedder)
+
+
+def _refresh_run(
+    run_dir: str | os.PathLike[str],
+    items_path: str | os.PathLike[str] | None = None,
+    *,
+    split: str | None = None,
+    columns: dict[str, str | None] | None = None,
+    embedder=None,
+) -> RefreshSummary:
     from conceptkit.annotators.embedding import TextEmbedder, annotate
     from conceptkit.annotators.index import ConceptIndex
 
@@ -225,7 +241,8 @@ def refresh_run(
         if not SPLIT_NAME.fullmatch(split):
             raise InputError(f"split {split!r}: split names are letters, digits and underscores (e.g. test)")
         update["default_split"] = split
-    loaded = load_items(cfg.items.model_copy(update=update))
+    items_cfg = cfg.items.model_copy(update=update)
+    loaded = load_items(items_cfg)
     if split is not None:
         loaded = replace(loaded, table=loaded.table.set_column(
             loaded.table.column_names.index("split"), "split", pa.array([split] * loaded.table.num_rows, pa.string())))
@@ -242,7 +259,8 @@ def refresh_run(
     new_rejects: list[dict[str, Any]] = []
     counts = {"items_in": loaded.table.num_rows, "new": 0, "changed": 0, "unchanged": 0, "rejected": 0}
     for row in loaded.table.to_pylist():
-        reason = validate_row(row, classes=frozenset(classes), max_text_chars=cfg.items.max_text_chars)
+        reason = validate_row(row, classes=frozenset(classes), max_text_chars=cfg.items.max_text_chars,
+                              image=image_rules(items_cfg))
         if reason is not None:
             if rejected_before.get(row["item_id"]) != reason or row["item_id"] in annotated:
                 new_rejects.append({"stage": "items", "key": str(row["item_id"]), "reason": reason,

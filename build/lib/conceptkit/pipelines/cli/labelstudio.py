@@ -20,6 +20,7 @@ were, and repeating it gives what an uninterrupted pull would have.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -78,6 +79,7 @@ class RunData:
     path: Path
     name: str
     run_id: str
+    lineage: str  # the run's identity across rebuilds (manifest ``lineage``): what names its projects
     concepts: list[dict[str, Any]]  # concepts.parquet rows without embeddings, in concept_id order
     item_ids: list[str]
     scores: np.ndarray  # (items x concepts)
@@ -102,7 +104,10 @@ def load_run(run: str | os.PathLike[str]) -> RunData:
     if not (path / "manifest.json").is_file():
         raise ReviewError(f"{path}: not a run directory (no manifest.json); build one with `conceptkit build`")
     try:
-        run_id = json.loads((path / "manifest.json").read_text(encoding="utf-8"))["run_id"]
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        run_id = manifest["run_id"]
+        # Runs built before lineages existed: their absolute path (never the folder's base name alone).
+        lineage = manifest.get("lineage") or hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
         concepts = read_table(path / "concepts.parquet", CONCEPTS).drop_columns(["embedding"]).to_pylist()
         annotations = read_table(path / "annotations", annotations_schema(len(concepts)))
         raw_tasks = json.loads((path / "labelstudio" / "tasks.json").read_text(encoding="utf-8"))
@@ -120,13 +125,26 @@ def load_run(run: str | os.PathLike[str]) -> RunData:
         raise ReviewError(f"{path}/labelstudio/tasks.json: no task for {len(missing)} annotated items, e.g. {missing[0]!r}")
     scores = np.asarray(annotations.column("scores").combine_chunks().flatten().to_numpy(zero_copy_only=False),
                         dtype=np.float32).reshape(len(item_ids), len(concepts))
-    return RunData(path=path, name=path.resolve().name, run_id=run_id, concepts=concepts, item_ids=item_ids,
+    return RunData(path=path, name=path.resolve().name, run_id=run_id, lineage=lineage, concepts=concepts,
+                   item_ids=item_ids,
                    scores=scores, tasks=tasks)
 
 
-def project_marker(run_name: str, mode: str) -> str:
-    """What identifies a run's project on the server (its description)."""
-    return f"conceptkit run={run_name} review={mode}"
+def project_marker(lineage: str, mode: str) -> str:
+    """What identifies a run's project on the server: its whole description, matched exactly (a rebuild of the
+    run keeps its lineage and so its projects; another run of the same folder name has its own)."""
+    return f"conceptkit lineage={lineage} review={mode}"
+
+
+def _check_recorded_project(data: RunData, mode: str, project: dict[str, Any] | None, server: str) -> None:
+    """The project review.json says this run pushed to must still be the one the marker finds."""
+    recorded = _read_json(data.path / "review.json").get("projects", {}).get(mode)
+    if not recorded or recorded.get("url") != server:
+        return
+    found = project["id"] if project else None
+    if found != recorded.get("project_id"):
+        raise ReviewError(f"{data.path}: review.json records {mode} project {recorded.get('project_id')} at {server}, "
+                          f"but the server's project for this run is {found}; not touching either")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -209,13 +227,15 @@ def ls_push(
     data = load_run(run)
     tasks = review_tasks(data, review, budget=budget)
     with _client(url, token_env, timeout_s, max_retries) as client:
-        result = push_tasks(client, marker=project_marker(data.name, review), title=f"{data.name} · {review} review",
+        marker = project_marker(data.lineage, review)
+        _check_recorded_project(data, review, client.find_project(marker), client.url)
+        result = push_tasks(client, marker=marker, title=f"{data.name} · {review} review",
                             label_config=review_config(review), run_id=data.run_id,
                             tasks=[task_json(t) for t in tasks], batch_size=batch_size)
         server = client.url
     state = _read_json(data.path / "review.json")
     state.setdefault("projects", {})[review] = {
-        "url": server, "project_id": result.project_id, "marker": project_marker(data.name, review),
+        "url": server, "project_id": result.project_id, "marker": project_marker(data.lineage, review),
         "run_id": data.run_id, "budget": budget, "tasks": result.tasks,
         "pushed": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -261,7 +281,7 @@ def ls_pull(
     with _client(url, token_env, timeout_s, max_retries) as client:
         server = client.url
         for mode in modes:
-            project = client.find_project(project_marker(data.name, mode))
+            project = client.find_project(project_marker(data.lineage, mode))
             if project is None:
                 continue
             pid = project["id"]

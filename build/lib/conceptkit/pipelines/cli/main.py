@@ -29,6 +29,7 @@ BUILD_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--id-column", "items.id_column", dict(metavar="COL", help="item id column (default 'id'; row numbers when absent)")),
     ("--text-column", "items.text_column", dict(metavar="COL", help="text column (default 'text')")),
     ("--image-column", "items.image_column", dict(metavar="COL", help="image items: column of image paths (relative to the items file); needs a CLIP-type --embedding-model")),
+    ("--allow-outside-paths", "items.allow_outside_paths", dict(action="store_const", const=True, help="image items: allow paths outside the items file's folder")),
     ("--label-column", "items.label_column", dict(metavar="COL", help="class label column (default 'label')")),
     ("--classes", "items.classes_file", dict(metavar="FILE", help="class names, one per line (needed when items are unlabelled)")),
     ("--out", "out", dict(metavar="DIR", help="run directory to write (default runs/<name>)")),
@@ -40,6 +41,7 @@ BUILD_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--llm-concurrency", "llm.concurrency", dict(type=int, metavar="N", help="concurrent LLM requests (default 4)")),
     ("--llm-timeout", "llm.timeout_s", dict(type=float, metavar="S", help="per-request timeout in seconds (default 120; 900 for the embedded model)")),
     ("--llm-max-retries", "llm.max_retries", dict(type=int, metavar="N", help="retries on 429/5xx/timeouts/connection errors (default 4)")),
+    ("--llm-max-retry-after", "llm.max_retry_after_s", dict(type=float, metavar="S", help="longest Retry-After wait honoured on a 429, in seconds (default 60; each wait counts as a retry)")),
     ("--llm-rpm", "llm.requests_per_minute", dict(type=float, metavar="N", help="client-side limit on requests per minute")),
     ("--llm-tpm", "llm.tokens_per_minute", dict(type=float, metavar="N", help="client-side limit on tokens per minute")),
     ("--max-cost", "llm.max_cost", dict(type=float, metavar="USD", help="stop calling the LLM before the estimated spend exceeds this (prices in llm.prices)")),
@@ -243,6 +245,16 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _redact_record(record: logging.LogRecord) -> bool:
+    """Every log line with the URLs in it made public: -vv logs request URLs (httpx), which may carry tokens."""
+    from conceptkit.pipelines.generation.endpoint import redact
+
+    message = record.getMessage()
+    if "://" in message:
+        record.msg, record.args = redact(message), ()
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -255,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     # apache_beam warns at import about optional GCP client libraries that a local build never uses.
     for handler in logging.getLogger().handlers:
         handler.addFilter(lambda record: not record.getMessage().startswith("apitools not found"))
+        handler.addFilter(_redact_record)
     if args.verbose < 2:
         for noisy in ("apache_beam", "httpx", "sentence_transformers", "openai"):
             logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)

@@ -119,6 +119,7 @@ class ClientSettings:
     refresh_cache: bool = False
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
+    max_retry_after_s: float = 60.0  # a server's Retry-After is honoured up to this, and counts as a retry
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
     prompt_price: float = 0.0  # USD per million tokens
@@ -136,6 +137,41 @@ class ClientSettings:
         params["sample"] = sample
         params.update(self.extra_params)
         return params
+
+
+MAX_ANSWER_CHARS = 200_000  # a concept list is a few hundred characters; more is a runaway generation
+RAW_ANSWER_CHARS = 20_000  # what a reject keeps of a bad answer
+
+
+def _envelope(response: Any) -> tuple[str | None, str, int, int]:
+    """(problem or None, content, prompt tokens, completion tokens) from a chat completion, checking the types a
+    misbehaving server may get wrong (the SDK does not validate them)."""
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list):
+        return "no choices list in the answer", "", 0, 0
+    content = choices[0].message.content if choices and getattr(choices[0], "message", None) is not None else None
+    if content is not None and not isinstance(content, str):
+        return f"message content is {type(content).__name__}, expected a string", "", 0, 0
+    usage = getattr(response, "usage", None)
+    tokens = []
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = getattr(usage, name, 0) if usage is not None else 0
+        value = 0 if value is None else value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"usage.{name} is {repr(value)[:40]}, expected a count", "", 0, 0
+        tokens.append(value)
+    return None, content or "", tokens[0], tokens[1]
+
+
+def _raw_json(response: Any) -> str:
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # the SDK warns about exactly the wrong types being recorded here
+            warnings.simplefilter("ignore")
+            return response.model_dump_json()
+    except Exception:  # a response object too broken to serialise: its repr is the evidence
+        return repr(response)
 
 
 def _retry_after(exc: Exception) -> float | None:
@@ -210,6 +246,7 @@ class ChatClient:
         self.spent = 0.0  # USD estimated from usage, this client's calls only
         self._limiter: RateLimiter | None = None
         self._mode_index = 0  # falls back json_schema -> json_object -> text when a server refuses a mode
+        self.accept: Callable[[str], bool] | None = None  # which answers may be cached (e.g. those that parse)
 
     def key_for(self, messages: Sequence[dict[str, str]], sample: int) -> str:
         return request_key(self.settings.model, messages, self.settings.sampling_params(sample))
@@ -254,7 +291,16 @@ class ChatClient:
             if self._limiter is not None:
                 await self._limiter.acquire(estimate + self.settings.max_tokens)
             try:
-                response = await self._call(messages, schema, sample)
+                # The whole request, not each read: a server that drips one byte a second never times out a read.
+                response = await asyncio.wait_for(self._call(messages, schema, sample), self.settings.timeout_s)
+            except asyncio.TimeoutError:
+                if attempt >= self.settings.max_retries:
+                    result.error, result.detail = "timeout", f"no complete answer within {self.settings.timeout_s} s"
+                    break
+                attempt += 1
+                result.retries = attempt
+                await asyncio.sleep(min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2**attempt))
+                continue
             except errors.BadRequestError as exc:
                 # A server that does not know a response_format mode answers 400: fall back to the next mode.
                 text = str(exc).lower()
@@ -272,7 +318,9 @@ class ChatClient:
                     result.error, result.status, result.detail = kind, status, _short(exc)
                     break
                 delay = _retry_after(exc) if status == 429 else None
-                if delay is None:
+                if delay is not None:
+                    delay = min(max(delay, 0.0), self.settings.max_retry_after_s)
+                else:
                     delay = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2**attempt)
                     delay *= 0.5 + random.random()
                 attempt += 1
@@ -288,16 +336,26 @@ class ChatClient:
                     continue
                 result.error, result.status, result.detail = f"http_{status}", status, _short(exc)
                 break
-            content = response.choices[0].message.content if response.choices else None
-            usage = response.usage
+            problem, content, prompt_tokens, completion_tokens = _envelope(response)
+            if problem is not None:
+                # A malformed answer is data: a reject with the raw envelope kept (short), never cached.
+                result.error, result.detail = "bad_envelope", problem
+                result.content = _short(_raw_json(response), RAW_ANSWER_CHARS)
+                break
+            if len(content) > MAX_ANSWER_CHARS:
+                result.error = "answer_too_long"
+                result.detail = f"{len(content)} characters; answers are at most {MAX_ANSWER_CHARS}"
+                result.content = content[:RAW_ANSWER_CHARS]
+                result.prompt_tokens, result.completion_tokens = prompt_tokens, completion_tokens
+                break
             result.content = content
-            result.prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
-            result.completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+            result.prompt_tokens, result.completion_tokens = prompt_tokens, completion_tokens
             result.response_mode = RESPONSE_MODES[self._mode_index]
             self.spent += self.settings.cost(result.prompt_tokens, result.completion_tokens)
             break
         result.latency_s = time.perf_counter() - started
-        if result.error is None and self.cache is not None:
+        # Only answers the caller accepts (``accept``: they parse) are cached, so a rerun asks again for the rest.
+        if result.error is None and self.cache is not None and (self.accept is None or self.accept(result.content)):
             self.cache.put(
                 key,
                 self.settings.model,
@@ -330,8 +388,14 @@ class ChatClient:
 
     def run_many(self, jobs, *, on_done: Callable[[LLMResult], None] | None = None) -> list[LLMResult]:
         async def main():
+            from conceptkit.pipelines.generation.endpoint import split_endpoint
+
+            # Credentials in the URL (user:pass@, ?token=) go where HTTP expects them, not into the path.
+            base_url, query, auth = split_endpoint(self.settings.base_url)
+            headers = {"Authorization": auth} if auth and not self.settings.api_key_env else None
             self._client = self._openai.AsyncOpenAI(
-                base_url=self.settings.base_url, api_key=self._api_key, max_retries=0, timeout=self.settings.timeout_s
+                base_url=base_url, api_key=self._api_key, max_retries=0, timeout=self.settings.timeout_s,
+                default_query=query or None, default_headers=headers,
             )
             try:
                 return await self.complete_many(jobs, on_done=on_done)
@@ -352,11 +416,17 @@ def check_endpoint(base_url: str, *, timeout_s: float = 10.0) -> None:
     import urllib.error
     import urllib.request
 
-    url = base_url.rstrip("/") + "/models"
+    from urllib.parse import urlencode
+
+    from conceptkit.pipelines.generation.endpoint import public_url, split_endpoint
+
+    clean, query, auth = split_endpoint(base_url)
+    url = clean.rstrip("/") + "/models" + (f"?{urlencode(query)}" if query else "")
+    request = urllib.request.Request(url, headers={"Authorization": auth} if auth else {})
     try:
-        urllib.request.urlopen(url, timeout=timeout_s).close()
+        urllib.request.urlopen(request, timeout=timeout_s).close()
     except urllib.error.HTTPError:
         return  # it answers HTTP (401/404 are fine here: the endpoint exists)
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ConnectionError(f"LLM endpoint {base_url} is unreachable: {reason}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = " ".join(str(getattr(exc, "reason", exc)).split())[:200]
+        raise ConnectionError(f"LLM endpoint {public_url(base_url)} is unreachable: {reason}") from None

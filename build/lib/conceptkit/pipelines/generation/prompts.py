@@ -112,8 +112,9 @@ class ConceptRequest:
 
 
 def render(template: str, *, class_name: str, domain: str, n: int) -> str:
-    # The class name is quoted in the question as well; its raw text is also given as JSON data.
-    return template.format(**{"class": f'"{class_name}"', "domain": domain, "n": n})
+    # The class name is JSON-quoted data in the question too: a quote or newline in it cannot start a new line
+    # of instructions ("Question: ignore the above").
+    return template.format(**{"class": json.dumps(class_name, ensure_ascii=False), "domain": domain, "n": n})
 
 
 def family_templates(family: str, extra: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,13 +48,32 @@ def detect_format(path: Path, declared: str) -> str:
     return fmt
 
 
-def _check_utf8(path: Path) -> None:
+def _scan_text(path: Path) -> int:
+    """Check that the file is UTF-8 (InputError naming the line) and return its longest row in bytes.
+
+    A CSV row continues over a line break inside quotes, so line lengths are summed while the quote count is odd.
+    The reader's block size follows the longest row: an over-long row then becomes a ``text_too_long`` reject, as
+    in Parquet, instead of failing the whole file."""
+    longest = row = 0
+    open_quote = False
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, start=1):
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise InputError(f"{path}: line {lineno} is not valid UTF-8 (byte {exc.start})") from None
+            row += len(line)
+            open_quote ^= line.count(b'"') % 2 == 1
+            if not open_quote:
+                longest, row = max(longest, row), 0
+    return max(longest, row)
+
+
+def _csv_header(path: Path) -> list[str]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return next(csv.reader(f), [])
 
 
 def _read(path: Path, fmt: str) -> pa.Table:
@@ -64,10 +84,16 @@ def _read(path: Path, fmt: str) -> pa.Table:
     try:
         if fmt == "parquet":
             return pq.read_table(path)
-        _check_utf8(path)
+        block_size = min(max(1 << 22, 2 * _scan_text(path) + 4096), (1 << 31) - 1)
         if fmt == "csv":
-            return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(strings_can_be_null=False, column_types={}))
-        return pjson.read_json(path)
+            # Every column is text exactly as written: ids 001 and 1.50 stay themselves, labels 01 and 1 stay two
+            # classes, NA / N/A / null are labels like any other.
+            header = _csv_header(path)
+            options = pcsv.ConvertOptions(column_types={name: pa.string() for name in header},
+                                          strings_can_be_null=False, quoted_strings_can_be_null=False)
+            return pcsv.read_csv(path, read_options=pcsv.ReadOptions(block_size=block_size),
+                                 parse_options=pcsv.ParseOptions(newlines_in_values=True), convert_options=options)
+        return pjson.read_json(path, read_options=pjson.ReadOptions(block_size=block_size))
     except InputError:
         raise
     except (pa.ArrowInvalid, OSError) as exc:
@@ -75,11 +101,17 @@ def _read(path: Path, fmt: str) -> pa.Table:
         raise InputError(f"{path}: cannot read as {fmt}: {message}") from None
 
 
-def _as_string(table: pa.Table, column: str) -> pa.Array:
+def _as_string(table: pa.Table, column: str, path: Path | None = None) -> pa.Array:
     col = table.column(column)
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         return col.cast(pa.string())
-    return pc.cast(col, pa.string())
+    if pa.types.is_nested(col.type):
+        raise InputError(f"{path}: column {column!r} is {col.type}, expected text (a nested column cannot be used)")
+    try:
+        return pc.cast(col, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        message = " ".join(str(exc).split())[:120]
+        raise InputError(f"{path}: column {column!r} ({col.type}) cannot be read as text: {message}") from None
 
 
 def read_classes_file(path: str | os.PathLike[str]) -> tuple[str, ...]:
@@ -120,7 +152,7 @@ def load_items(cfg: ItemsConfig) -> LoadedItems:
     if table.num_rows == 0:
         raise InputError(f"{path}: the dataset is empty (0 rows)")
     if cfg.id_column and cfg.id_column in columns:
-        ids = _as_string(table, cfg.id_column)
+        ids = _as_string(table, cfg.id_column, path)
     elif cfg.id_column and cfg.id_column != "id":
         raise InputError(f"{path}: no id column {cfg.id_column!r} (columns: {', '.join(columns)})")
     else:
@@ -141,7 +173,7 @@ def load_items(cfg: ItemsConfig) -> LoadedItems:
     labelled = bool(cfg.label_column) and cfg.label_column in columns
     if cfg.label_column and not labelled and cfg.label_column != "label":
         raise InputError(f"{path}: no label column {cfg.label_column!r} (columns: {', '.join(columns)})")
-    labels = _as_string(table, cfg.label_column) if labelled else pa.nulls(table.num_rows, pa.string())
+    labels = _as_string(table, cfg.label_column, path) if labelled else pa.nulls(table.num_rows, pa.string())
     if labelled:
         labels = pc.if_else(pc.equal(pc.utf8_trim_whitespace(labels), ""), pa.scalar(None, pa.string()), labels)
     found = sorted(set(pc.drop_null(labels).to_pylist())) if labelled else []
@@ -157,7 +189,7 @@ def load_items(cfg: ItemsConfig) -> LoadedItems:
         classes = tuple(found)
     else:
         raise InputError(f"{path}: no label column {cfg.label_column!r}; give --classes FILE for unlabelled items")
-    text = _as_string(table, content_column)
+    text = _as_string(table, content_column, path)
     if cfg.image_column:
         base = path.resolve().parent
         text = pa.array([None if p is None or not p.strip() else str(base / p) for p in text.to_pylist()], pa.string())
@@ -173,7 +205,7 @@ def _splits(table: pa.Table, cfg: ItemsConfig, path: Path) -> pa.Array:
     if cfg.split_column not in table.column_names:
         return pa.array([cfg.default_split] * table.num_rows, pa.string())
     values = [v.strip() if v is not None and v.strip() else cfg.default_split
-              for v in _as_string(table, cfg.split_column).to_pylist()]
+              for v in _as_string(table, cfg.split_column, path).to_pylist()]
     bad = next((v for v in values if not SPLIT_NAME.fullmatch(v)), None)
     if bad is not None:
         raise InputError(f"{path}: split column {cfg.split_column!r} holds {bad[:40]!r}; split names are letters, "
@@ -181,8 +213,46 @@ def _splits(table: pa.Table, cfg: ItemsConfig, path: Path) -> pa.Array:
     return pa.array(values, pa.string())
 
 
-def validate_row(row: dict, *, classes: frozenset[str], max_text_chars: int) -> str | None:
-    """The reject reason for one item row, or None when it is usable."""
+@dataclass(frozen=True)
+class ImageRules:
+    """Which image paths an items file may name: regular files of at most ``max_bytes``, inside ``root`` (the
+    items file's folder) unless ``root`` is None (``--allow-outside-paths``)."""
+
+    root: str | None
+    max_bytes: int
+
+
+def image_rules(cfg: ItemsConfig) -> ImageRules | None:
+    if not cfg.image_column or not cfg.path:
+        return None
+    root = None if cfg.allow_outside_paths else str(Path(cfg.path).resolve().parent)
+    return ImageRules(root=root, max_bytes=cfg.max_image_bytes)
+
+
+def check_image_path(path: str, rules: ImageRules) -> str | None:
+    """The reject reason for an image path, or None. Never opens the file: a FIFO or a device would block or
+    never end."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return "image_not_found"
+    if not stat.S_ISREG(st.st_mode):
+        return "image_not_a_regular_file"
+    if st.st_size > rules.max_bytes:
+        return "image_too_large"
+    if rules.root is not None:
+        root = Path(rules.root)
+        real = p.resolve()
+        if real != root and root not in real.parents:
+            return "image_outside_items_folder"
+    return None
+
+
+def validate_row(row: dict, *, classes: frozenset[str], max_text_chars: int,
+                 image: ImageRules | None = None) -> str | None:
+    """The reject reason for one item row, or None when it is usable (``image``: the row's text is an image path
+    checked against these rules)."""
     if row.get("item_id") is None or not str(row["item_id"]).strip():
         return "missing_id"
     if row.get("duplicate"):
@@ -192,6 +262,10 @@ def validate_row(row: dict, *, classes: frozenset[str], max_text_chars: int) -> 
         return "empty_text"
     if len(text) > max_text_chars:
         return "text_too_long"
+    if image is not None:
+        reason = check_image_path(text, image)
+        if reason is not None:
+            return reason
     label = row.get("label")
     if label is not None and label not in classes:
         return "unknown_label"

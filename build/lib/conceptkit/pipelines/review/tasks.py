@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import re
 import json
 import os
 import uuid
@@ -74,7 +75,15 @@ def task_key(mode: str, *parts: str) -> str:
 
 def _choice_tags(values: Sequence[str]) -> str:
     """One escaped ``<Choice>`` line per value, indented for a ``<Choices>`` block."""
-    return "\n".join(f"    <Choice value={quoteattr(v)}/>" for v in values)
+    return "\n".join(f"    <Choice value={quoteattr(xml_safe(v))}/>" for v in values)
+
+
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` without the characters XML 1.0 cannot hold at all (NUL and other control characters)."""
+    return _NOT_XML.sub(" ", text)
 
 
 def item_review_config(concepts: Sequence[str] = (), *, dynamic: bool = False) -> str:

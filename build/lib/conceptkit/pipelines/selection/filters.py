@@ -75,8 +75,10 @@ class Candidate:
 
 
 def normalize_concept(raw: str) -> str:
-    """Lower case, no list numbering or bullets, no surrounding quotes or trailing punctuation, single spaces."""
+    """Lower case, no list numbering or bullets, no surrounding quotes or trailing punctuation, single spaces, no
+    control or format characters (a NUL would make the Label Studio config invalid XML)."""
     text = unicodedata.normalize("NFKC", raw)
+    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") else ch for ch in text)
     text = _LEADING.sub("", text)
     text = text.strip().strip(_QUOTES).strip()
     text = _TRAILING.sub("", text)
