@@ -8,6 +8,7 @@ content it has not seen with that model. Vectors are stored as raw float32 bytes
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -15,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 _CHUNK = 500  # keys per SELECT ... IN (...): under SQLite's variable limit
 
@@ -62,7 +65,9 @@ class EmbeddingCache:
                 found[bytes(key)] = np.frombuffer(blob, dtype=np.float32)
         return found
 
-    def put_many(self, items: Sequence[tuple[bytes, np.ndarray]]) -> None:
+    def put_many(self, items: Sequence[tuple[bytes, np.ndarray]]) -> bool:
+        """Store vectors; False (and a warning) when the disk is full: the cache is an optimisation, the build goes
+        on with the vectors it computed, and the WAL file is truncated so the cache gives the space back."""
         conn = self._conn()
         conn.execute("BEGIN")
         try:
@@ -71,9 +76,23 @@ class EmbeddingCache:
                 [(k, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in items],
             )
             conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:  # SQLite already rolled back on SQLITE_FULL; a second ROLLBACK would mask it
+                conn.execute("ROLLBACK")
+            if "full" not in str(exc):
+                raise
+            logger.warning("embedding cache %s: %s; %d vectors not cached (the build continues)", self.path, exc,
+                           len(items))
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.OperationalError:
+                pass
+            return False
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
+        return True
 
     def embed(self, contents: Sequence[str], encode: Callable[[list[str]], np.ndarray]) -> tuple[np.ndarray, int]:
         """Vectors for ``contents`` (cached ones read, the rest encoded and stored); returns (vectors, n_encoded)."""

@@ -468,3 +468,77 @@ def test_a_build_needs_no_network_and_never_tries_prism(items, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "prism" not in (done.stdout + done.stderr).lower()
     assert (tmp_path / "runs" / "r" / "manifest.json").exists()
+
+
+# --- smaller: a full disk, an orphaned server -------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MB tmpfs (skipped where mounting is not permitted)."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def test_a_full_disk_in_the_caches_is_a_warning_not_a_crash(tiny_disk, caplog):
+    import numpy as np
+
+    from conceptkit.annotators.embedding_cache import EmbeddingCache
+    from conceptkit.pipelines.generation.client import LLMCache
+
+    cache = EmbeddingCache(tiny_disk / "emb", "model|normalized", 384)
+    llm = LLMCache(tiny_disk / "llm.sqlite")
+    (tiny_disk / "filler").write_bytes(b"\0" * (1 << 20))  # what else shares the disk
+    vectors = np.random.default_rng(0).normal(size=(2000, 384)).astype(np.float32)  # 3 MB: does not fit
+    out, computed = cache.embed([f"text {i}" for i in range(2000)], lambda texts: vectors[: len(texts)])
+    assert computed == 2000 and np.array_equal(out, vectors)  # the build gets its vectors
+    assert "not cached" in caplog.text and "cannot rollback" not in caplog.text
+    assert llm.put("k", "m", {"content": "x" * (2 << 20)}) is False
+    (tiny_disk / "filler").unlink()
+    assert cache.put_many([(b"k", vectors[0])]) is True  # space back: caching resumes
+
+
+def test_sigterm_stops_ls_serve_and_its_label_studio(tmp_path):
+    from labelstudio_fixtures import PASSWORD, TOKEN, USERNAME, _label_studio_version, _template
+
+    from conceptkit.annotators.labelstudio import free_port
+
+    version = _label_studio_version()
+    if version is None:
+        pytest.skip("label-studio is not installed")
+    data = tmp_path / "ls-data"
+    import shutil
+
+    shutil.copytree(_template(version), data)
+    env = {**os.environ, "LABEL_STUDIO_USERNAME": USERNAME, "LABEL_STUDIO_PASSWORD": PASSWORD,
+           "LABEL_STUDIO_API_KEY": TOKEN}
+    proc = subprocess.Popen([sys.executable, "-m", "conceptkit.pipelines.cli.main", "ls", "serve", "--data-dir",
+                             str(data), "--port", str(free_port())], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    line = proc.stdout.readline()  # "... Label Studio on http://127.0.0.1:PORT ..." once it answers
+    assert "Label Studio on" in line, proc.stderr.read() if proc.poll() is not None else line
+
+    def serving() -> list[int]:
+        found = []
+        for pid in os.listdir("/proc"):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except (OSError, ValueError):
+                continue
+            if pid.isdigit() and b"label-studio" in cmd and str(data).encode() in cmd:
+                found.append(int(pid))
+        return found
+
+    assert serving()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    deadline = time.monotonic() + 30
+    while serving() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not serving()  # before the fix the Label Studio child kept serving as an orphan

@@ -353,15 +353,26 @@ def ls_serve(
     if len(values["token"]) < 6:
         raise ReviewError(f"${token_env} must be at least 6 characters (Label Studio ignores shorter tokens)")
     server = LocalLabelStudio(Path(data_dir), port=port, **values)
-    url = server.start()
-    if on_ready is not None:
-        on_ready(url)
+
+    def stop_on_term(signum, frame):  # SIGTERM (a service manager, `kill`) stops the child like Ctrl-C does
+        raise KeyboardInterrupt
+
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop_on_term) if main_thread else None
     try:
+        url = server.start()
+        if on_ready is not None:
+            on_ready(url)
         return server.wait()
     except KeyboardInterrupt:
         return 0
     finally:
         server.stop()
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 # ---------------------------------------------------------------- command line

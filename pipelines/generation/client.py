@@ -72,11 +72,19 @@ class LLMCache:
         conn = self._connect()
         return all(conn.execute("SELECT 1 FROM answers WHERE key = ?", (k,)).fetchone() for k in keys)
 
-    def put(self, key: str, model: str, answer: dict[str, Any]) -> None:
-        self._connect().execute(
-            "INSERT OR REPLACE INTO answers (key, model, answer, created) VALUES (?, ?, ?, ?)",
-            (key, model, json.dumps(answer), time.time()),
-        )
+    def put(self, key: str, model: str, answer: dict[str, Any]) -> bool:
+        """Store an answer; False (and a warning) when the disk is full: the run keeps the answer it has."""
+        try:
+            self._connect().execute(
+                "INSERT OR REPLACE INTO answers (key, model, answer, created) VALUES (?, ?, ?, ?)",
+                (key, model, json.dumps(answer), time.time()),
+            )
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc):
+                raise
+            logger.warning("LLM cache %s: %s; this answer is not cached (the build continues)", self.path, exc)
+            return False
+        return True
 
     def __len__(self) -> int:
         return self._connect().execute("SELECT COUNT(*) FROM answers").fetchone()[0]
