@@ -1,2 +1,0 @@
-"""Readers: the items file (Parquet, CSV, JSONL) in, validated item rows and rejects out.
-"""
