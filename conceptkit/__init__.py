@@ -10,6 +10,7 @@ The public API, small and stable (see the README, "Python API")::
     run.search("heavy rain tomorrow")
     run.annotate("new_items.csv", split="test")   # the run's concepts, no LLM
     run.select(k_per_class=4, out="runs/mine-k4")  # reselect from the cached LLM answers
+    run.evaluate(compare=["published.json"])       # conceptkit eval: accuracies against baselines
     from conceptkit.submodular import FacilityLocationSelection   # selection on its own
 
 The one import namespace: the repository's design folders are installed as ``conceptkit.schemas`` (what the data
@@ -22,15 +23,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Run", "UserError", "build", "__version__"]
+__all__ = ["Run", "UserError", "build", "evaluate", "__version__"]
 
 if TYPE_CHECKING:
-    from conceptkit.api import Run, build
+    from conceptkit.api import Run, build, evaluate
     from conceptkit.pipelines.build import UserError
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Run", "build"):
+    if name in ("Run", "build", "evaluate"):
         from conceptkit import api
 
         return getattr(api, name)

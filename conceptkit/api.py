@@ -151,6 +151,18 @@ class Run:
         summary = run_build(_config(saved, {}), cached_only=True)
         return Run.load(summary.out)
 
+    def evaluate(self, *, test: PathLike | None = None, compare: list[PathLike] | tuple = (), seeds: int = 10,
+                 out: PathLike | None = None, **options: Any) -> dict[str, Any]:
+        """What ``conceptkit eval`` does: eval.json's content (``results`` rows and the summary), written to
+        ``RUN/eval/`` (or ``out``) with weights.parquet and report.html."""
+        from conceptkit.pipelines.evaluation.run import EvalError, evaluate_run
+
+        try:
+            result = evaluate_run(self.path, test_file=test, compare=compare, seeds=seeds, out=out, **options)
+        except EvalError as exc:
+            raise _user_error()(str(exc)) from None
+        return {"results": result.results, **result.summary, "out": str(result.out)}
+
     def annotate(self, items: PathLike | Iterable[Mapping[str, Any]], *, split: str | None = None,
                  id_column: str | None = None, text_column: str | None = None,
                  label_column: str | None = None) -> RefreshSummary:
@@ -177,3 +189,8 @@ class Run:
                 summary = refresh_run(self.path, path, split=split, columns=columns)
         self._run = Run.load(self.path)._run
         return summary
+
+
+def evaluate(run: PathLike | Run, **options: Any) -> dict[str, Any]:
+    """``conceptkit eval`` from Python: ``Run.load(run).evaluate(**options)``."""
+    return (run if isinstance(run, Run) else Run.load(run)).evaluate(**options)

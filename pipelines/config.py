@@ -42,6 +42,9 @@ class ItemsConfig(_Frozen):
     # are "train" (or the split asked for by `conceptkit annotate --split`).
     split_column: str = "split"
     default_split: str = Field("train", pattern=r"^\w+$")
+    # Without a split column: this fraction of each class's labelled items is held out as "test" (deterministic,
+    # stratified by class, by a hash of the item id); 0 keeps every item in default_split.
+    holdout: float = Field(0.2, ge=0, lt=1)
     classes_file: str | None = None
     max_text_chars: int = Field(20_000, ge=1)
     # "error": duplicate ids stop the build (exit 2); "reject": the first occurrence is kept, later ones rejected.

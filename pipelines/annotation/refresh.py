@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from conceptkit.pipelines.config import BuildConfig
 from conceptkit.pipelines.readers.items import SPLIT_NAME, InputError, image_rules, load_items, validate_row
 from conceptkit.pipelines.runs.staging import StagedRun
-from conceptkit.schemas.annotations import annotations_schema, shard_name
+from conceptkit.schemas.annotations import annotations_schema, shard_name, shard_split
 from conceptkit.schemas.base import named_schema
 from conceptkit.schemas.concepts import CONCEPTS
 from conceptkit.schemas.io import check_schema, read_table, write_table, write_text_atomic
@@ -241,7 +241,7 @@ def _refresh_run(
         if not SPLIT_NAME.fullmatch(split):
             raise InputError(f"split {split!r}: split names are letters, digits and underscores (e.g. test)")
         update["default_split"] = split
-    items_cfg = cfg.items.model_copy(update=update)
+    items_cfg = cfg.items.model_copy(update={**update, "holdout": 0.0})
     loaded = load_items(items_cfg)
     if split is not None:
         loaded = replace(loaded, table=loaded.table.set_column(
@@ -250,6 +250,13 @@ def _refresh_run(
     concepts = read_table(run_dir / "concepts.parquet", CONCEPTS)
     shards = _annotation_ids(run_dir, concepts.num_rows)
     annotated = {item_id: shard for shard, ids in shards.items() for item_id in ids}
+    if split is None and not loaded.has_split_column:
+        # An item keeps the split it was annotated in (the build's held-out test items stay test); new ones: train.
+        known = {i: shard_split(name) for name, ids in shards.items() for i in ids}
+        column = [known.get(i, s) for i, s in zip(loaded.table.column("item_id").to_pylist(),
+                                                   loaded.table.column("split").to_pylist())]
+        loaded = replace(loaded, table=loaded.table.set_column(
+            loaded.table.column_names.index("split"), "split", pa.array(column, pa.string())))
     baseline = _baseline(run_dir, manifest, cfg)
     rejects = read_table(run_dir / "rejects.parquet", REJECTS)
     rejected_before = {k: r for s, k, r in zip(*(rejects.column(c).to_pylist() for c in ("stage", "key", "reason")))

@@ -32,6 +32,7 @@ BUILD_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--allow-outside-paths", "items.allow_outside_paths", dict(action="store_const", const=True, help="image items: allow paths outside the items file's folder")),
     ("--label-column", "items.label_column", dict(metavar="COL", help="class label column (default 'label')")),
     ("--classes", "items.classes_file", dict(metavar="FILE", help="class names, one per line (needed when items are unlabelled)")),
+    ("--holdout", "items.holdout", dict(type=float, metavar="F", help="share of each class's labelled items held out as the test split when the items have no split column (default 0.2; 0 = none)")),
     ("--out", "out", dict(metavar="DIR", help="run directory to write (default runs/<name>)")),
     ("--name", "name", dict(help="run name (used when --out is not given)")),
     ("--cache-dir", "cache_dir", dict(metavar="DIR", help="LLM and embedding caches (default: <out parent>/.cache)")),
@@ -177,6 +178,27 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    """Bottleneck accuracy of a run's concepts against baselines on held-out items."""
+    from conceptkit.pipelines.evaluation.run import EvalError, evaluate_run, format_eval
+
+    try:
+        shots = [int(s) for s in args.shots.split(",") if s.strip()]
+    except ValueError:
+        print(f"conceptkit eval: error: --shots must be comma-separated integers, got {args.shots!r}", file=sys.stderr)
+        return 2
+    try:
+        result = evaluate_run(args.run, test_file=args.test, compare=args.compare or (), seeds=args.seeds,
+                              shots=shots, nec=args.nec, out=args.out,
+                              test_columns={"id_column": args.id_column, "text_column": args.text_column,
+                                            "label_column": args.label_column})
+    except EvalError as exc:
+        print(f"conceptkit eval: error: {' '.join(str(exc).split())[:400]}", file=sys.stderr)
+        return 2
+    print(format_eval(result))
+    return 0
+
+
 def _cmd_llm_serve(args: argparse.Namespace) -> int:
     from conceptkit.pipelines.generation.server import EmbeddedModelError, is_healthy, serve
 
@@ -235,6 +257,28 @@ def make_parser() -> argparse.ArgumentParser:
     annotate.add_argument("--text-column", metavar="COL", help="text column (default: the run's)")
     annotate.add_argument("--label-column", metavar="COL", help="label column (default: the run's)")
     annotate.set_defaults(func=_cmd_annotate)
+    ev = sub.add_parser(
+        "eval",
+        help="is this concept set any good? bottleneck accuracy against baselines on held-out items",
+        description="Fit the same classifier (standardised features, logistic regression) on the run's concept "
+        "scores (few-shot and all data, plus a sparse model at a fixed number of effective concepts), on the raw "
+        "embeddings (black box), on random generic phrases, on other concept sets (--compare), and zero-shot on the "
+        "class names; test on the run's held-out split or on --test FILE. Writes RUN/eval/eval.json, "
+        "weights.parquet and report.html.",
+    )
+    ev.add_argument("run", metavar="RUN", help="an existing run directory (labelled items)")
+    ev.add_argument("--test", metavar="FILE", help="test items (.parquet/.csv/.jsonl) instead of the run's test split")
+    ev.add_argument("--id-column", metavar="COL", help="id column of --test (default: the run's)")
+    ev.add_argument("--text-column", metavar="COL", help="text column of --test (default: the run's)")
+    ev.add_argument("--label-column", metavar="COL", help="label column of --test (default: the run's)")
+    ev.add_argument("--compare", action="append", metavar="FILE",
+                    help="another concept set (.txt one per line, .json list or {class: [...]}, concepts.parquet); "
+                    "repeatable")
+    ev.add_argument("--seeds", type=int, default=10, metavar="N", help="few-shot draws per shot count (default 10)")
+    ev.add_argument("--shots", default="1,2,4,8,16", metavar="LIST", help="labelled items per class (default 1,2,4,8,16)")
+    ev.add_argument("--nec", type=int, default=5, metavar="N", help="effective concepts per class of the sparse model (default 5)")
+    ev.add_argument("--out", metavar="DIR", help="where to write (default RUN/eval)")
+    ev.set_defaults(func=_cmd_eval)
     llm = sub.add_parser("llm", help="the embedded local LLM").add_subparsers(dest="llm_command", required=True)
     serve = llm.add_parser("serve", help="serve the embedded model on 127.0.0.1 in the foreground")
     serve.add_argument("--port", type=int, default=8765, metavar="PORT", help="port on 127.0.0.1 (default 8765)")

@@ -8,6 +8,7 @@ errors: ``validate_row`` returns a reject reason and the row goes to rejects.par
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -34,6 +35,7 @@ class LoadedItems:
     labelled: bool
     path: str
     modality: str = "text"  # "image": ``text`` holds each item's image path (absolute)
+    has_split_column: bool = False  # the file said each item's split (else: items.holdout decided)
 
 
 def detect_format(path: Path, declared: str) -> str:
@@ -193,17 +195,39 @@ def load_items(cfg: ItemsConfig) -> LoadedItems:
     if cfg.image_column:
         base = path.resolve().parent
         text = pa.array([None if p is None or not p.strip() else str(base / p) for p in text.to_pylist()], pa.string())
-    splits = _splits(table, cfg, path)
+    splits = _splits(table, cfg, path, ids, labels)
     items = pa.table({"item_id": ids, "text": text, "label": labels, "split": splits,
                       "duplicate": pa.array(duplicate, pa.bool_())})
     return LoadedItems(table=items, classes=tuple(classes), labelled=labelled, path=str(path),
-                       modality="image" if cfg.image_column else "text")
+                       modality="image" if cfg.image_column else "text",
+                       has_split_column=cfg.split_column in table.column_names)
 
 
-def _splits(table: pa.Table, cfg: ItemsConfig, path: Path) -> pa.Array:
-    """Each row's split: the split column's value when the file has one (blank: the default), else the default."""
+def holdout_splits(ids: list[str | None], labels: list[str | None], fraction: float,
+                   default: str = "train") -> list[str]:
+    """``test`` for ``round(fraction * n)`` of each class's ``n`` labelled items (at least one train item stays per
+    class), chosen by a hash of the item id: deterministic, stratified, independent of row order."""
+    out = [default] * len(ids)
+    if fraction <= 0:
+        return out
+    by_class: dict[str, list[int]] = {}
+    for i, (item_id, label) in enumerate(zip(ids, labels)):
+        if label is not None and item_id is not None:
+            by_class.setdefault(label, []).append(i)
+    for rows in by_class.values():
+        n_test = min(round(fraction * len(rows)), len(rows) - 1)
+        ranked = sorted(rows, key=lambda i: hashlib.blake2b(str(ids[i]).encode(), digest_size=8).digest())
+        for i in ranked[:n_test]:
+            out[i] = "test"
+    return out
+
+
+def _splits(table: pa.Table, cfg: ItemsConfig, path: Path, ids: pa.Array, labels: pa.Array) -> pa.Array:
+    """Each row's split: the split column's value when the file has one (blank: the default), else the held-out
+    share of each class is ``test`` (``items.holdout``) and the rest the default."""
     if cfg.split_column not in table.column_names:
-        return pa.array([cfg.default_split] * table.num_rows, pa.string())
+        return pa.array(holdout_splits(ids.to_pylist(), labels.to_pylist(), cfg.holdout, cfg.default_split),
+                        pa.string())
     values = [v.strip() if v is not None and v.strip() else cfg.default_split
               for v in _as_string(table, cfg.split_column, path).to_pylist()]
     bad = next((v for v in values if not SPLIT_NAME.fullmatch(v)), None)

@@ -183,7 +183,7 @@ def test_card_describes_the_run_and_its_snippet_runs(built, tmp_path):
     assert path == built["out"] / "README.md"
     card = path.read_text()
     for needle in ("# Concept dataset `t`", "## What is in it", "## How it was made", "## Schemas",
-                   "## Loading", "## Intended use and limitations", "| `annotations/` | 24 |",
+                   "## Loading", "## Intended use and limitations", "| `annotations/` | 24 (2 shards) |",
                    "| `concepts.parquet` | 9 |", "`fake-model`", "fixed_size_list<element: float>[9]",
                    "- **weather** (3):"):
         assert needle in card
