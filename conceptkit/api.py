@@ -30,27 +30,19 @@ def _user_error() -> type[Exception]:
 
 def _config(config: BuildConfig | Mapping[str, Any] | PathLike | None, overrides: Mapping[str, Any]) -> BuildConfig:
     """A ``BuildConfig`` from a config object, a dict, a YAML path or nothing, with ``overrides`` (nested dicts)."""
-    from conceptkit.pipelines.config import BuildConfig, ConfigError, load_config
+    from pydantic import ValidationError
+
+    from conceptkit.pipelines.config import BuildConfig, ConfigError, _deep_merge, _format_validation_error, load_config
 
     try:
-        if isinstance(config, BuildConfig):
-            merged = _merge(config.model_dump(), dict(overrides))
-            return BuildConfig.model_validate(merged)
-        if isinstance(config, Mapping):
-            return BuildConfig.model_validate(_merge(dict(config), dict(overrides)))
+        if isinstance(config, (BuildConfig, Mapping)):
+            base = config.model_dump() if isinstance(config, BuildConfig) else dict(config)
+            return BuildConfig.model_validate(_deep_merge(base, dict(overrides)))
         return load_config(os.fspath(config) if config is not None else None, dict(overrides))
+    except ValidationError as exc:
+        raise _user_error()(_format_validation_error(exc, "config")) from None
     except ConfigError as exc:
         raise _user_error()(str(exc)) from None
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(dict(out[key]), dict(value))
-        else:
-            out[key] = value
-    return out
 
 
 def build(config: BuildConfig | Mapping[str, Any] | PathLike | None = None, /, **overrides: Any) -> Run:

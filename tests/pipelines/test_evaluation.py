@@ -137,14 +137,20 @@ def test_eval_cli_end_to_end(run, capsys, tmp_path):
 
 
 def test_eval_on_a_test_file_reports_leakage_and_rejects(run, capsys, tmp_path):
-    train_row = run["rows"][1]  # some item of the run; held out or not, its text may leak
-    rows = [dict(r, id=f"t{k}") for k, r in enumerate(demo_rows(per_class=25, classes=CLASSES)[-20:])]
-    rows.append({"id": "leak", "text": train_row["text"], "label": train_row["label"]})
+    import conceptkit
+
+    train = conceptkit.Run.load(run["out"]).annotations(split="train")
+    in_run = {r["id"] for r in run["rows"]}
+    fresh = [r for r in demo_rows(per_class=30, classes=CLASSES) if r["id"] not in in_run][:12]
+    rows = [dict(r) for r in fresh]
+    rows.append({"id": "leak-by-text", "text": train["text"][0], "label": train["label"][0]})
+    rows.append({"id": train["item_id"][1], "text": "A new text under a train item's id.", "label": "music"})
     rows.append({"id": "alien", "text": "Something about gardening.", "label": "gardening"})
     path = write_csv(tmp_path / "test.csv", rows)
     result = evaluate_run(run["out"], test_file=path, seeds=2, out=tmp_path / "ev", report=False)
     assert result.summary["test_rejects"] == {"unknown_label": 1}
-    assert result.summary["leakage_excluded"] >= 0 and result.summary["n_test"] <= 21
+    assert result.summary["leakage_excluded"] == 2 and result.summary["n_test"] == len(fresh)
+    assert any("share an id or text" in n for n in result.summary["notes"])
     assert (tmp_path / "ev" / "eval.json").exists()
 
 
