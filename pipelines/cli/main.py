@@ -162,8 +162,7 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
     try:
         open_run(args.run)
         summary = refresh_run(args.run, args.items, split=args.split,
-                              columns={"id_column": args.id_column, "text_column": args.text_column,
-                                       "label_column": args.label_column})
+                              columns=_columns(args))
     except (RunNotFound, RunCheckError, InputError, ConfigError, SchemaMismatch, ValueError) as exc:
         print(f"conceptkit annotate: error: {' '.join(str(exc).split())[:400]}", file=sys.stderr)
         return 2
@@ -190,8 +189,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     try:
         result = evaluate_run(args.run, test_file=args.test, compare=args.compare or (), seeds=args.seeds,
                               shots=shots, nec=args.nec, out=args.out,
-                              test_columns={"id_column": args.id_column, "text_column": args.text_column,
-                                            "label_column": args.label_column})
+                              test_columns=_columns(args))
     except EvalError as exc:
         print(f"conceptkit eval: error: {' '.join(str(exc).split())[:400]}", file=sys.stderr)
         return 2
@@ -212,6 +210,16 @@ def _cmd_llm_serve(args: argparse.Namespace) -> int:
         return 2
     print("conceptkit llm serve: stopped")
     return 0
+
+
+def _column_flags(parser: argparse.ArgumentParser, of: str) -> None:
+    """--id-column / --text-column / --label-column for an items file read with a run's settings."""
+    for what in ("id", "text", "label"):
+        parser.add_argument(f"--{what}-column", metavar="COL", help=f"{what} column{of} (default: the run's)")
+
+
+def _columns(args: argparse.Namespace) -> dict[str, str | None]:
+    return {"id_column": args.id_column, "text_column": args.text_column, "label_column": args.label_column}
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -253,9 +261,7 @@ def make_parser() -> argparse.ArgumentParser:
     annotate.add_argument("--items", required=True, metavar="FILE", help="items file: .parquet, .csv or .jsonl")
     annotate.add_argument("--split", metavar="NAME",
                           help="split of these items, e.g. test (default: the file's split column, else train)")
-    annotate.add_argument("--id-column", metavar="COL", help="id column (default: the run's)")
-    annotate.add_argument("--text-column", metavar="COL", help="text column (default: the run's)")
-    annotate.add_argument("--label-column", metavar="COL", help="label column (default: the run's)")
+    _column_flags(annotate, "")
     annotate.set_defaults(func=_cmd_annotate)
     ev = sub.add_parser(
         "eval",
@@ -268,9 +274,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("run", metavar="RUN", help="an existing run directory (labelled items)")
     ev.add_argument("--test", metavar="FILE", help="test items (.parquet/.csv/.jsonl) instead of the run's test split")
-    ev.add_argument("--id-column", metavar="COL", help="id column of --test (default: the run's)")
-    ev.add_argument("--text-column", metavar="COL", help="text column of --test (default: the run's)")
-    ev.add_argument("--label-column", metavar="COL", help="label column of --test (default: the run's)")
+    _column_flags(ev, " of --test")
     ev.add_argument("--compare", action="append", metavar="FILE",
                     help="another concept set (.txt one per line, .json list or {class: [...]}, concepts.parquet); "
                     "repeatable")
