@@ -118,6 +118,8 @@ def evaluate_run(
         raise EvalError(str(exc)) from None
     if seeds < 1:
         raise EvalError(f"--seeds must be >= 1, got {seeds}")
+    out_dir = Path(out) if out is not None else run.path / "eval"
+    _check_out(out_dir)
     classes = list(run.manifest.get("input", {}).get("classes", []))
     if not run.manifest.get("input", {}).get("labelled"):
         raise EvalError(f"{run.path}: the run's items have no labels; evaluation needs labelled items")
@@ -200,7 +202,6 @@ def evaluate_run(
     per_class = {c: (float(matrix[i, i] / matrix[i].sum()) if matrix[i].sum() else None)
                  for i, c in enumerate(classes)}
     explanations = _explanations(sparse, names, classes, train_scores, test_scores, test_ids, test_texts, predictions)
-    out_dir = Path(out) if out is not None else run.path / "eval"
     summary = {
         "run": str(run.path), "run_id": run.manifest.get("run_id"), "test": test_source,
         "n_train": int(len(y_train)), "n_test": int(len(y_test)), "n_concepts": len(names), "classes": classes,
@@ -322,10 +323,22 @@ def _concept_label_metrics(run_dir: Path, names: list[str], table: pa.Table) -> 
     return out
 
 
+EVAL_MARKER = ".conceptkit-eval"
+
+
+def _check_out(out_dir: Path) -> None:
+    """Write only into a new or empty directory, or one an earlier eval wrote (its marker): never over a user's
+    own report.html or eval.json."""
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / EVAL_MARKER).is_file())):
+        raise EvalError(f"--out {out_dir}: exists and is not a conceptkit eval directory (no {EVAL_MARKER}); "
+                        "nothing was written. Choose a new directory")
+
+
 def _write(out_dir: Path, results, summary, sparse, names, classes) -> None:
     from conceptkit.schemas.io import write_text_atomic
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / EVAL_MARKER).write_text(json.dumps({"conceptkit": "eval"}) + "\n")
     write_text_atomic(out_dir / "eval.json", json.dumps({"results": results, **summary}, indent=2,
                                                         ensure_ascii=False, allow_nan=False) + "\n")
     rows = [{"concept": names[j], "class": classes[c], "weight": float(sparse.weights[c, j])}

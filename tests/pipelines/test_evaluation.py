@@ -133,7 +133,7 @@ def test_eval_cli_end_to_end(run, capsys, tmp_path):
 
     weights = pq.read_table(run["out"] / "eval" / "weights.parquet")
     assert weights.column_names == ["concept", "class", "weight"] and weights.num_rows > 0
-    assert not list((run["out"] / "eval").glob(".*"))  # written atomically, nothing half-done left
+    assert [p.name for p in (run["out"] / "eval").glob(".*")] == [".conceptkit-eval"]  # atomic: no temp files left
 
 
 def test_eval_on_a_test_file_reports_leakage_and_rejects(run, capsys, tmp_path):
@@ -159,6 +159,9 @@ def test_eval_bad_input_is_a_one_line_error(run, capsys, tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("id,text,label\n")
     unlabelled = write_csv(tmp_path / "u.csv", [{"id": "a", "text": "x"}])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.html").write_text("my own report")
     for argv, needle in [
         (["eval", str(tmp_path / "nope")], "no such run directory"),
         (["eval", str(run["out"]), "--test", str(alien)], "no usable test item"),
@@ -166,10 +169,12 @@ def test_eval_bad_input_is_a_one_line_error(run, capsys, tmp_path):
         (["eval", str(run["out"]), "--test", str(unlabelled)], "label"),
         (["eval", str(run["out"]), "--shots", "1,x"], "--shots"),
         (["eval", str(run["out"]), "--seeds", "0"], "--seeds"),
+        (["eval", str(run["out"]), "--out", str(mine)], "not a conceptkit eval directory"),
     ]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, (argv, err)
+    assert (mine / "report.html").read_text() == "my own report"
 
 
 def test_eval_of_an_unlabelled_run_is_refused(tmp_path, capsys):
