@@ -61,8 +61,8 @@ def register(subparsers: Any) -> None:
     search = subparsers.add_parser(
         "search", help="nearest concepts (and items) to a text query in a run",
         description="Embed the query with the run's embedding model and search the run's concept index. With "
-        "--items also rank the run's items; the first such search embeds the item texts from the run's input file "
-        "(checked against the manifest's sha256) and caches them under the run's cache directory.",
+        "--items also rank every annotated item (all splits, items added by `conceptkit annotate` too) by its text's "
+        "embedding, read from the run's embedding cache (what is missing is embedded and cached).",
     )
     search.add_argument("run", metavar="RUN", help="run directory, e.g. runs/demo")
     search.add_argument("query", metavar="TEXT", help="what to look for, e.g. \"heavy rain tomorrow\"")

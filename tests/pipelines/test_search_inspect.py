@@ -80,42 +80,39 @@ def test_search_k_larger_than_concepts_returns_all(built, embedder):
     assert result.concepts[0].picked_for == "music"
 
 
-def test_search_items_embeds_once_then_reads_the_cache(built, embedder):
+def test_search_items_reads_the_build_s_vectors_from_the_embedding_cache(built, embedder):
     first = search_run(built["out"], "heavy rain tomorrow", k=3, items=True, embedder=embedder)
-    assert first.items_source.startswith("embedded 24 items")
+    assert first.items_source.startswith(f"{built['n_items']} annotated items, 0 embedded now")  # the build's vectors
     assert first.n_items == built["n_items"]
     assert [h.label for h in first.items] == ["weather"] * 3
     assert all(h.top_concepts for h in first.items)
     second = search_run(built["out"], "heavy rain tomorrow", k=3, items=True, embedder=embedder)
-    assert second.items_source.startswith("cache ")
     ranked = [[(h.item_id, round(h.score, 5)) for h in r.items] for r in (first, second)]
     assert ranked[0] == ranked[1]
     assert "items nearest to 'heavy rain tomorrow':" in format_search(second)
 
 
-def test_cached_item_vectors_reproduce_the_annotation_scores(built, embedder):
-    search_run(built["out"], "anything", k=1, items=True, embedder=embedder)
-    (npy,) = (built["cache"] / "search").glob("items-*.npy")
-    ids = pq.read_table(npy.with_suffix(".parquet")).column("item_id").to_pylist()
-    matrix = np.load(npy)
-    concepts = pl.read_parquet(built["out"] / "concepts.parquet").sort("concept_id")
+def test_item_vectors_reproduce_the_annotation_scores(built, embedder):
+    from conceptkit.pipelines.runs.run import open_run
+    from conceptkit.pipelines.runs.search import item_embeddings
+
     annotations = pl.read_parquet(built["out"] / "annotations" / "*.parquet")
-    assert annotations["item_id"].to_list() == ids
+    matrix, _ = item_embeddings(open_run(built["out"]), annotations["item_id"].to_list(),
+                                annotations["text"].to_list(), embedder=embedder)
+    concepts = pl.read_parquet(built["out"] / "concepts.parquet").sort("concept_id")
     recomputed = matrix @ np.stack(concepts["embedding"].to_list()).T
-    np.testing.assert_allclose(recomputed, annotations["scores"].to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(recomputed, np.stack(annotations["scores"].to_numpy()), atol=1e-5)
 
 
-def test_search_items_refuses_a_changed_input(built, embedder, tmp_path):
-    out = copy_run(built, tmp_path, **{"input.sha256": "0" * 64})
-    with pytest.raises(SearchError, match="input file changed since the build"):
-        search_run(out, "rain", items=True, embedder=embedder)
+def test_search_items_needs_no_input_file_and_finds_annotated_items(built, embedder, tmp_path):
+    out = copy_run(built, tmp_path, **{"input.path": str(tmp_path / "gone.csv"), "input.sha256": "0" * 64})
+    import conceptkit
 
-
-def test_search_items_without_input_or_cache(built, embedder, tmp_path):
-    out = copy_run(built, tmp_path, **{"input.path": str(tmp_path / "gone.csv")})
-    with pytest.raises(SearchError, match="gone.csv.*not found"):
-        search_run(out, "rain", items=True, embedder=embedder)
-    assert search_run(out, "rain", embedder=embedder).concepts  # concept search needs no input file
+    conceptkit.Run.load(out).annotate([{"id": "added-1", "text": "A blizzard closed every road in the valley.",
+                                        "label": "weather"}], split="test")
+    found = search_run(out, "snowstorm closes the roads", k=3, items=True, embedder=embedder)
+    assert "added-1" in [h.item_id for h in found.items]
+    assert found.items_source.startswith(f"{built['n_items'] + 1} annotated items")
 
 
 def test_search_bad_arguments(built, embedder, tmp_path):
