@@ -52,6 +52,9 @@ class BuildSummary:
     llm: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     review: dict[str, Any] | None = None  # human review carried from the run this build replaced
+    per_class: dict[str, int] = field(default_factory=dict)  # concepts picked for each class
+    filtered: dict[str, int] = field(default_factory=dict)  # "status:reason" -> candidates
+    k_per_class: int | None = None
 
 
 def _versions() -> dict[str, str]:
@@ -254,7 +257,13 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
     _stage_timings(timings, metrics, started)
     from conceptkit.schemas.candidates import CANDIDATES
 
-    status = read_table(run.path("candidates.parquet"), CANDIDATES).column("status").to_pylist()
+    candidates = read_table(run.path("candidates.parquet"), CANDIDATES)
+    status = candidates.column("status").to_pylist()
+    from collections import Counter
+
+    filtered = Counter(f"{s}:{r}" for s, r in zip(status, candidates.column("reason").to_pylist()) if s != "accepted")
+    per_class = Counter(concepts.column("picked_for").to_pylist())
+    per_class = {c: per_class.get(c, 0) for c in loaded.classes}
     counts = {
         "items_in": n_in,
         "items_annotated": shard_rows,
@@ -301,6 +310,8 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
         "counts": counts,
         "selection": metrics.get("selection"),
         "llm": llm,
+        "concepts_per_class": per_class,
+        "filtered": dict(filtered.most_common()),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "outputs": {
             "candidates": "candidates.parquet",
@@ -313,7 +324,8 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
         },
     }
     run.path("manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    return BuildSummary(out=run.out, run_id=run_id, counts=counts, llm=llm, timings_s=manifest["timings_s"])
+    return BuildSummary(out=run.out, run_id=run_id, counts=counts, llm=llm, timings_s=manifest["timings_s"],
+                        per_class=per_class, filtered=dict(filtered), k_per_class=cfg.selection.k_per_class)
 
 
 def _lineage(out: Path) -> str:
@@ -394,6 +406,13 @@ def format_summary(summary: BuildSummary) -> str:
         f"  candidates  {c['candidates_proposed']} proposed, {c['candidates_accepted']} accepted, "
         f"{c['candidates_merged']} merged, {c['candidates_rejected']} rejected",
         f"  concepts    {c['concepts_selected']} selected; {c['rejects']} rows in rejects.parquet",
+        *([f"  filters     " + ", ".join(f"{n} {k.replace(':', ' ')}" for k, n in summary.filtered.items())]
+          if summary.filtered else []),
+        *([f"  per class   " + ", ".join(f"{cls} {n}" for cls, n in summary.per_class.items())]
+          if summary.per_class else []),
+        *([f"  warning     fewer than k={summary.k_per_class} concepts for: "
+           + ", ".join(f"{cls} ({n})" for cls, n in summary.per_class.items() if n < summary.k_per_class)]
+          if summary.k_per_class and any(n < summary.k_per_class for n in summary.per_class.values()) else []),
         *([f"  review      {summary.review['verified']} human judgements carried from the replaced run "
            f"({summary.review['matched']} match this run, {summary.review['unmatched']} kept unmatched in "
            "verified.parquet)"] if summary.review else []),

@@ -229,6 +229,16 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
         "## Concepts by the class they were picked for",
         "",
     ]
+    k = _get(cfg, "selection.k_per_class")
+    short = [c for c in classes if sum(r["picked_for"] == c for r in concepts) < (k or 0)]
+    if short:
+        lines += [f"Fewer than k = {k} concepts were selected for {len(short)} of {len(classes)} classes: "
+                  + ", ".join(f"{md(c)} ({sum(r['picked_for'] == c for r in concepts)})" for c in short)
+                  + " (too few candidates survived generation and filtering).", ""]
+    filtered = manifest.get("filtered") or {}
+    if filtered:
+        lines += ["Candidates the filters removed: " + ", ".join(f"{n} {md(k.replace(':', ' '))}"
+                                                                for k, n in filtered.items()) + ".", ""]
     by_class: dict[str, list[str]] = {}
     for row in sorted(concepts, key=lambda r: r["concept_id"]):
         by_class.setdefault(row["picked_for"], []).append(md(row["concept"]))

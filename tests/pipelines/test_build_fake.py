@@ -203,3 +203,23 @@ def test_any_beam_runner_through_beam_args(tmp_path, capsys):
                    "--runner", "beam"])
     assert rc == 2 and "needs --runner=..." in capsys.readouterr().err
     assert not (tmp_path / "runs" / "c").exists()
+
+
+def test_summary_and_card_say_what_each_class_got(tmp_path):
+    """A class that gets fewer than k concepts is named, never hidden behind "k per class"."""
+    from conceptkit.pipelines.build import format_summary
+
+    items = write_csv(tmp_path / "items.csv", demo_rows(per_class=4, classes=["cooking", "music", "weather"]))
+    answers = dict(DEMO_ANSWERS, music=["guitar chords"])
+    with FakeLLM(answers) as fake:
+        cfg = load_config(None, fake_overrides(fake, tmp_path, items, selection={"k_per_class": 3}))
+        summary = run_build(cfg)
+    text = format_summary(summary)
+    assert summary.per_class == {"cooking": 3, "music": 1, "weather": 3}
+    assert "per class   cooking 3, music 1, weather 3" in text
+    assert "warning     fewer than k=3 concepts for: music (1)" in text
+    manifest = json.loads((cfg.out_dir() / "manifest.json").read_text())
+    assert manifest["concepts_per_class"]["music"] == 1 and manifest["filtered"]
+    card = (cfg.out_dir() / "README.md").read_text()
+    assert "Fewer than k = 3 concepts were selected for 1 of 3 classes: music (1)" in card
+    assert "Candidates the filters removed: " in card
