@@ -10,6 +10,7 @@ labels, stored sparsely).
 
 import uuid
 
+import numpy as np
 import pyarrow as pa
 
 from conceptkit.schemas.base import named_schema
@@ -45,3 +46,10 @@ def shard_name(split: str) -> str:
 def shard_split(name: str) -> str:
     """The split a shard file holds, from its name (``test-0a1b....parquet`` -> ``test``)."""
     return name.rsplit("-", 1)[0]
+
+
+def score_matrix(table: pa.Table) -> np.ndarray:
+    """The ``scores`` column of an annotations table as an (items x concepts) float32 matrix."""
+    column = table.column("scores").combine_chunks()
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.float32).reshape(table.num_rows, column.type.list_size)

@@ -55,7 +55,7 @@ from conceptkit.pipelines.review.tasks import (
     task_json,
     ticked_choices,
 )
-from conceptkit.schemas.annotations import annotations_schema
+from conceptkit.schemas.annotations import annotations_schema, score_matrix
 from conceptkit.schemas.concepts import CONCEPTS
 from conceptkit.schemas.io import SchemaMismatch, read_table, write_table
 from conceptkit.schemas.labelstudio import REVIEW_MODES, Task
@@ -123,8 +123,7 @@ def load_run(run: str | os.PathLike[str]) -> RunData:
     missing = [i for i in item_ids if i not in tasks]
     if missing:
         raise ReviewError(f"{path}/labelstudio/tasks.json: no task for {len(missing)} annotated items, e.g. {missing[0]!r}")
-    scores = np.asarray(annotations.column("scores").combine_chunks().flatten().to_numpy(zero_copy_only=False),
-                        dtype=np.float32).reshape(len(item_ids), len(concepts))
+    scores = score_matrix(annotations)
     return RunData(path=path, name=path.resolve().name, run_id=run_id, lineage=lineage, concepts=concepts,
                    item_ids=item_ids,
                    scores=scores, tasks=tasks)

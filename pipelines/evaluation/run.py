@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conceptkit.pipelines.evaluation import models
+from conceptkit.schemas.annotations import annotations_schema, score_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -83,15 +84,9 @@ def read_compare(path: str | os.PathLike[str]) -> tuple[str, list[str]]:
 
 
 def _annotations(run_dir: Path, n_concepts: int) -> pa.Table:
-    from conceptkit.schemas.annotations import annotations_schema
     from conceptkit.schemas.io import read_table
 
     return read_table(run_dir / "annotations", annotations_schema(n_concepts))
-
-
-def _scores(table: pa.Table, n_concepts: int) -> np.ndarray:
-    flat = table.column("scores").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return np.asarray(flat, dtype=np.float32).reshape(table.num_rows, n_concepts)
 
 
 def evaluate_run(
@@ -136,10 +131,12 @@ def evaluate_run(
     model = embedder or TextEmbedder(run.embedding_model, device=run.config.get("embedding", {}).get("device", "cpu"))
     cache = str(run.cache_dir() / "embeddings") if run.config.get("embedding", {}).get("cache", True) else None
     texts = table.column("text").to_pylist()
+    item_ids = table.column("item_id").to_pylist()
+    scores = score_matrix(table)  # the run's shipped scores, read once
     train_idx = np.flatnonzero(is_train)
     train_emb = model.encode_cached([texts[i] for i in train_idx], cache)[0]
     y_train = np.array([class_index[labels[i]] for i in train_idx])
-    train_scores = _scores(table, len(names))[train_idx]
+    train_scores = scores[train_idx]
     notes: list[str] = []
     leakage = 0
     rejected: dict[str, int] = {}
@@ -150,13 +147,13 @@ def evaluate_run(
                             "or give --test FILE")
         test_texts = [texts[i] for i in test_idx]
         y_test = np.array([class_index[labels[i]] for i in test_idx])
-        test_scores = _scores(table, len(names))[test_idx]
+        test_scores = scores[test_idx]
         test_emb = model.encode_cached(test_texts, cache)[0]
         test_source = f"{run.path} (split test)"
-        test_ids = [table.column("item_id")[int(i)].as_py() for i in test_idx]
+        test_ids = [item_ids[i] for i in test_idx]
     else:
         test_ids, test_texts, test_labels, rejected = _read_test(run, test_file, test_columns or {})
-        train_ids = {table.column("item_id")[int(i)].as_py() for i in train_idx}
+        train_ids = {item_ids[i] for i in train_idx}
         train_texts = {texts[i] for i in train_idx}
         keep = [k for k, (i, t) in enumerate(zip(test_ids, test_texts)) if i not in train_ids and t not in train_texts]
         leakage = len(test_ids) - len(keep)
@@ -208,7 +205,7 @@ def evaluate_run(
         "seeds": seeds, "shots": list(shots), "leakage_excluded": leakage, "test_rejects": rejected,
         "sparse": {"nec_target": nec, "nec": round(sparse.nec, 3), "C": sparse.c, "accuracy": sparse.accuracy},
         "confusion_matrix": matrix.tolist(), "per_class_accuracy": per_class, "explanations": explanations,
-        "concept_labels": _concept_label_metrics(run.path, names, table),
+        "concept_labels": _concept_label_metrics(run.path, names, table, scores),
         "notes": notes, "seconds": round(time.perf_counter() - started, 2),
     }
     results = [r.as_dict() for r in rows]
@@ -288,7 +285,7 @@ def _explanations(sparse, names, classes, train_scores, test_scores, test_ids, t
     return {"top_concepts_per_class": top, "test_items": items}
 
 
-def _concept_label_metrics(run_dir: Path, names: list[str], table: pa.Table) -> dict | None:
+def _concept_label_metrics(run_dir: Path, names: list[str], table: pa.Table, scores: np.ndarray) -> dict | None:
     """Per-concept precision / recall / F1 of the binary labels and ROC AUC of the scores against human
     verdicts (item and concept review), when ``verified.parquet`` exists."""
     path = run_dir / "verified.parquet"
@@ -301,7 +298,6 @@ def _concept_label_metrics(run_dir: Path, names: list[str], table: pa.Table) -> 
                 if r["item_id"] is not None and r["concept_id"] is not None and r["label"] in ("present", "absent")]
     position = {i: k for k, i in enumerate(table.column("item_id").to_pylist())}
     concept_ids = table.column("concept_ids").to_pylist()
-    scores = _scores(table, len(names))
     out = {}
     for j, name in enumerate(names):
         pairs = [(r["label"] == "present", position[r["item_id"]]) for r in verified

@@ -82,17 +82,20 @@ def _get(tree: dict[str, Any], dotted: str, default: Any = None) -> Any:
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()#|!~>-])")
 
 
+def _one_line(text: object) -> str:
+    """``text`` on one line: control characters (newlines included) become spaces, runs of spaces one."""
+    return " ".join("".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in str(text)).split())
+
+
 def md(text: object) -> str:
     """Data as inert Markdown text: one line, HTML escaped (no live tags, images or scripts), Markdown syntax
     escaped (no links, emphasis or table breaks)."""
-    line = " ".join("".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in str(text)).split())
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(line, quote=True))
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(_one_line(text), quote=True))
 
 
 def code(text: object) -> str:
     """Data as a Markdown code span: one line, and no backtick inside that could end the span early."""
-    line = " ".join("".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in str(text)).split())
-    return "`" + line.replace("`", "'") + "`"
+    return "`" + _one_line(text).replace("`", "'") + "`"
 
 
 def _hf_dtype(field: pa.Field, classes: list[str]) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 RUN_MARKER = ".conceptkit-run"
 STAGING_MARKER = ".conceptkit-staging"
-NAME_HELP = "letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 
 class OutputRefused(ValueError):
