@@ -111,26 +111,43 @@ class ValidateItems(beam.DoFn):
             yield "valid", (group, valid)
 
 
-class GenerateCandidates(beam.DoFn):
-    """A chunk of concept requests -> ("candidates"|"rejects"|"calls", row); the calls run concurrently."""
+class _Progressing(beam.DoFn):
+    """A DoFn that reports its work through one ``Progress`` (``total`` items of ``progress_unit``), opened in
+    ``setup`` and closed (its last line) in ``teardown``."""
 
-    def __init__(self, settings: ClientSettings, total: int = 0) -> None:
-        self.settings = settings
+    progress_desc = ""
+    progress_unit = "item"
+
+    def __init__(self, total: int = 0) -> None:
         self.total = total
-        self.client = None
         self.progress = None
 
     def setup(self) -> None:
-        from conceptkit.pipelines.generation.client import ChatClient
         from conceptkit.pipelines.progress import Progress
 
-        self.client = ChatClient(self.settings)
-        self.client.accept = answer_parses
-        self.progress = Progress(self.total, "generate", unit="request")
+        self.progress = Progress(self.total, self.progress_desc, unit=self.progress_unit)
 
     def teardown(self) -> None:
         if self.progress is not None:
             self.progress.close()
+
+
+class GenerateCandidates(_Progressing):
+    """A chunk of concept requests -> ("candidates"|"rejects"|"calls", row); the calls run concurrently."""
+
+    progress_desc, progress_unit = "generate", "request"
+
+    def __init__(self, settings: ClientSettings, total: int = 0) -> None:
+        super().__init__(total)
+        self.settings = settings
+        self.client = None
+
+    def setup(self) -> None:
+        from conceptkit.pipelines.generation.client import ChatClient
+
+        super().setup()
+        self.client = ChatClient(self.settings)
+        self.client.accept = answer_parses
 
     def process(self, chunk: list[dict]):
         requests = [ConceptRequest(**{**r, "few_shot": tuple((c, tuple(x)) for c, x in r["few_shot"])}) for r in chunk]
@@ -192,30 +209,25 @@ class GenerateCandidates(beam.DoFn):
                 }
 
 
-class EmbedItems(beam.DoFn):
+class EmbedItems(_Progressing):
     """A list of item rows -> ("batch", ids, labels, texts and unit-norm embeddings) and ("rejects", row) for
     images that cannot be read. Image items carry their file path in ``text``."""
 
+    progress_desc = "embed items"
+
     def __init__(self, cfg: EmbeddingConfig, cache_dir: str | None, units_dir: str, modality: str = "text",
                  total: int = 0) -> None:
+        super().__init__(total)
         self.cfg = cfg
         self.cache_dir = cache_dir
         self.units_dir = units_dir
         self.modality = modality
-        self.total = total
         self.embedder = None
-        self.progress = None
-
-    def teardown(self) -> None:
-        if self.progress is not None:
-            self.progress.close()
 
     def setup(self) -> None:
         from conceptkit.annotators.embedding import TextEmbedder
-        from conceptkit.pipelines.progress import Progress
 
-        self.progress = Progress(self.total, "embed items")
-
+        super().setup()
         self.embedder = TextEmbedder(
             self.cfg.model, device=self.cfg.device, threads=self.cfg.threads, batch_size=self.cfg.batch_size
         )
@@ -470,30 +482,22 @@ class WriteIndex(beam.DoFn):
         yield index.description["count"]
 
 
-class AnnotateBatch(beam.DoFn):
+class AnnotateBatch(_Progressing):
     """A staged unit + the concept set + thresholds -> the unit's annotation rows; writes the unit's review tasks
     as JSON Lines into ``tasks_dir`` (joined into tasks.json at the end)."""
 
+    progress_desc = "annotate"
+
     def __init__(self, cfg: AnnotationConfig, run_id: str, units_dir: str, tasks_dir: str, index_cfg=None,
                  total: int = 0) -> None:
+        super().__init__(total)
         self.cfg = cfg
         self.run_id = run_id
         self.units_dir = units_dir
         self.tasks_dir = tasks_dir
         self.index_cfg = index_cfg
-        self.total = total
         self._index_key = None
         self._index = None
-        self.progress = None
-
-    def setup(self) -> None:
-        from conceptkit.pipelines.progress import Progress
-
-        self.progress = Progress(self.total, "annotate")
-
-    def teardown(self) -> None:
-        if self.progress is not None:
-            self.progress.close()
 
     def _index_for(self, selection: dict):
         from conceptkit.annotators.index import ConceptIndex
