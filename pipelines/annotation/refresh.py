@@ -240,21 +240,18 @@ def _refresh_run(
     if split is not None:
         if not SPLIT_NAME.fullmatch(split):
             raise InputError(f"split {split!r}: split names are letters, digits and underscores (e.g. test)")
-        update["default_split"] = split
     items_cfg = cfg.items.model_copy(update={**update, "holdout": 0.0})
     loaded = load_items(items_cfg)
-    if split is not None:
-        loaded = replace(loaded, table=loaded.table.set_column(
-            loaded.table.column_names.index("split"), "split", pa.array([split] * loaded.table.num_rows, pa.string())))
 
     concepts = read_table(run_dir / "concepts.parquet", CONCEPTS)
     shards = _annotation_ids(run_dir, concepts.num_rows)
     annotated = {item_id: shard for shard, ids in shards.items() for item_id in ids}
-    if split is None and not loaded.has_split_column:
-        # An item keeps the split it was annotated in (the build's held-out test items stay test); new ones: train.
-        known = {i: shard_split(name) for name, ids in shards.items() for i in ids}
-        column = [known.get(i, s) for i, s in zip(loaded.table.column("item_id").to_pylist(),
-                                                   loaded.table.column("split").to_pylist())]
+    if split is not None or not loaded.has_split_column:
+        # --split puts every item there; otherwise an item keeps the split it was annotated in (the build's
+        # held-out test items stay test) and a new one gets the file's default.
+        known = {} if split is not None else {i: shard_split(name) for name, ids in shards.items() for i in ids}
+        column = [split if split is not None else known.get(i, s) for i, s in
+                  zip(loaded.table.column("item_id").to_pylist(), loaded.table.column("split").to_pylist())]
         loaded = replace(loaded, table=loaded.table.set_column(
             loaded.table.column_names.index("split"), "split", pa.array(column, pa.string())))
     baseline = _baseline(run_dir, manifest, cfg)
