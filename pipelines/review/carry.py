@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,30 +35,31 @@ def carry_forward(old: Path, new: Path) -> dict[str, Any] | None:
     from conceptkit.pipelines.review.tasks import merge_labels
 
     summary: dict[str, Any] = {"from_run": _run_id(old)}
+    state = json.loads((old / "review.json").read_text()) if (old / "review.json").exists() else None
     verified = read_table(old / "verified.parquet", VERIFIED).to_pylist() if (old / "verified.parquet").exists() else []
-    data = load_run(new)
-    concept_ids = {c: i for i, c in enumerate(data.concept_names)}
-    items = set(data.item_ids)
-    for row in verified:  # re-keyed by the concept's text: concept ids are positions in one run's set
-        row["concept_id"] = concept_ids.get(row["concept"])
-    matched = [r for r in verified if r["concept_id"] is not None and (r["item_id"] is None or r["item_id"] in items)]
-    summary.update(verified=len(verified), matched=len(matched), unmatched=len(verified) - len(matched))
+    summary.update(verified=len(verified), matched=0, unmatched=len(verified))
     if verified:
+        data = load_run(new)
+        concept_ids = {c: i for i, c in enumerate(data.concept_names)}
+        items = set(data.item_ids)
+        for row in verified:  # re-keyed by the concept's text: concept ids are positions in one run's set
+            row["concept_id"] = concept_ids.get(row["concept"])
+        matched = [r for r in verified
+                   if r["concept_id"] is not None and (r["item_id"] is None or r["item_id"] in items)]
+        summary.update(matched=len(matched), unmatched=len(verified) - len(matched))
         write_table(new / "verified.parquet", verified, VERIFIED)
-    if (old / "human_candidates.parquet").exists():
-        candidates = read_table(old / "human_candidates.parquet", HUMAN_CANDIDATES)
-        write_table(new / "human_candidates.parquet", candidates, HUMAN_CANDIDATES)
-        summary["human_candidates"] = candidates.num_rows
-    if (old / "review.json").exists():
-        shutil.copy2(old / "review.json", new / "review.json")
-    if verified:
-        state = json.loads((new / "review.json").read_text()) if (new / "review.json").exists() else {}
+        state = state or {}
         min_labels = int(state.get("pull", {}).get("min_labels", 10))
         merged, metrics = merge_labels(item_ids=data.item_ids, scores=data.scores, predicted=data.predicted(),
                                        concepts=data.concept_names, verified=matched, min_labels=min_labels)
         write_table(new / "merged.parquet", merged, MERGED)
         state["review"] = metrics
         state["carried"] = summary
+    if (old / "human_candidates.parquet").exists():
+        candidates = read_table(old / "human_candidates.parquet", HUMAN_CANDIDATES)
+        write_table(new / "human_candidates.parquet", candidates, HUMAN_CANDIDATES)
+        summary["human_candidates"] = candidates.num_rows
+    if state is not None:
         (new / "review.json").write_text(json.dumps(state, indent=2, ensure_ascii=False) + "\n")
     logger.info("carried review from %s: %d human judgements (%d matched the new run, %d kept unmatched)", old,
                 summary.get("verified", 0), summary.get("matched", 0), summary.get("unmatched", 0))
