@@ -153,6 +153,9 @@ def write_run(out: Path, *, run_id: str, n_per_class: int = 4, seed: int = 0,
     # A rebuild keeps its lineage (what names its Label Studio projects); by default one per run name here.
     manifest = {"run_id": run_id, "lineage": lineage or f"lineage-{out.name}", "counts": {"items_annotated": len(items)}}
     (out / "manifest.json").write_text(json.dumps(manifest))
+    from conceptkit.pipelines.runs.guard import write_run_marker
+
+    write_run_marker(out, run_id)  # what conceptkit writes into every run it builds
     return out
 
 

@@ -542,3 +542,16 @@ def test_sigterm_stops_ls_serve_and_its_label_studio(tmp_path):
     while serving() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not serving()  # before the fix the Label Studio child kept serving as an orphan
+
+
+def test_card_never_overwrites_a_readme_it_did_not_write(tmp_path, capsys):
+    """A folder that looks like a run (manifest.json, concepts.parquet, annotations/) but was not written by
+    conceptkit keeps its README.md."""
+    folder = tmp_path / "looks-like-a-run"
+    (folder / "annotations").mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"notes": "mine"}))
+    (folder / "concepts.parquet").write_bytes(b"")
+    (folder / "README.md").write_text("my readme")
+    assert main(["card", str(folder)]) == 2
+    assert "not a conceptkit run directory" in capsys.readouterr().err
+    assert (folder / "README.md").read_text() == "my readme"

@@ -20,7 +20,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from conceptkit.pipelines.runs.run import open_run
+from conceptkit.pipelines.runs.guard import RUN_MARKER, STAGING_MARKER, is_run_dir
+from conceptkit.pipelines.runs.run import RunNotFound, open_run
 from conceptkit.schemas.annotations import shard_split
 from conceptkit.schemas.base import schema_identity
 
@@ -29,8 +30,11 @@ CONCEPTS_LISTED_PER_CLASS = 30
 
 
 def write_dataset_card(run_dir: str | os.PathLike[str]) -> Path:
-    """Write ``<run_dir>/README.md`` from the run's own files; returns its path."""
+    """Write ``<run_dir>/README.md`` from the run's own files; returns its path. Only into a directory conceptkit
+    wrote (a run, or a build's staged run): a folder that merely looks like one keeps its own README.md."""
     run = open_run(run_dir)
+    if not (is_run_dir(run.path) or (run.path / STAGING_MARKER).is_file()):
+        raise RunNotFound(f"{run.path}: not a conceptkit run directory (no {RUN_MARKER}); its README.md is left alone")
     text = render_card(run.path, run.manifest)
     from conceptkit.schemas.io import write_text_atomic
 
