@@ -67,6 +67,12 @@ def _write(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def _rows(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
 def sh(argv: list[str]) -> float:
     print("$ " + " ".join(argv), flush=True)
     started = time.perf_counter()
@@ -121,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=[*sorted(DATASETS), "speed"])
     parser.add_argument("--seeds", type=int, default=10)
-    args = parser.parse_args(argv)
+    parser.add_argument("--tag", default="", help="suffix of the run directory (to keep several variants)")
+    args, build_args = parser.parse_known_args(argv)  # the rest goes to `conceptkit build` (e.g. --mine-per-class 0)
     if not DATA.is_dir():
         print(f"skipped: {DATA} is absent")
         return 0
@@ -130,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     spec = DATASETS[args.dataset]
     data = prepare(args.dataset)
-    run = CACHE / "runs" / args.dataset
+    run = CACHE / "runs" / (args.dataset + (f"-{args.tag}" if args.tag else ""))
     conceptkit = str(Path(sys.executable).parent / "conceptkit")
     build_s = sh([conceptkit, "build", "--items", str(data / "train.csv"), "--holdout", "0", "--domain",
-                  spec["domain"], "--out", str(run), "--cache-dir", str(CACHE / "cache")])
+                  spec["domain"], "--out", str(run), "--cache-dir", str(CACHE / "cache"), *build_args])
     eval_argv = [conceptkit, "eval", str(run), "--test", str(data / "test.csv"), "--seeds", str(args.seeds)]
     if spec["compare"] and Path(spec["compare"]).exists():
         eval_argv += ["--compare", str(spec["compare"])]
@@ -141,6 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     record = json.loads((run / "eval" / "eval.json").read_text())
     manifest = json.loads((run / "manifest.json").read_text())
     llm = manifest["llm"]
+    mined = manifest["counts"].get("candidates_mined", 0)
+    sources = {}
+    cands = {c["candidate_id"]: c for c in _rows(run / "candidates.parquet")}
+    for c in _rows(run / "concepts.parquet"):
+        src = cands.get(c["candidate_id"], {}).get("source", "llm")
+        sources[src] = sources.get(src, 0) + 1
+    words = [len(c["concept"].split()) for c in _rows(run / "concepts.parquet")]
+    print(f"\nselected by source: {sources}; {mined} mined candidates; {sum(words) / len(words):.2f} words per "
+          f"selected concept; {(llm['prompt_tokens'] + llm['completion_tokens']) / len(words):.0f} LLM tokens per "
+          f"selected concept")
     print(f"\nmachine: {platform.machine()} {platform.processor() or ''}, {platform.python_version()}; "
           f"{datetime.now(timezone.utc).date()}; build {build_s:.0f} s ({llm['calls']} LLM calls, "
           f"{llm['prompt_tokens']}+{llm['completion_tokens']} tokens), eval {eval_s:.0f} s "

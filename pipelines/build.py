@@ -125,6 +125,31 @@ def llm_settings(cfg: BuildConfig) -> tuple[ClientSettings, bool]:
     )
 
 
+def mined_candidates(cfg: BuildConfig, loaded) -> list[dict]:
+    """Candidate rows (``source="mined"``) from the labelled train-split texts; none for images, unlabelled items
+    or ``generation.mine_per_class: 0``."""
+    if not cfg.generation.mine_per_class or loaded.modality != "text" or not loaded.labelled:
+        return []
+    from conceptkit.pipelines.generation.mining import mine_phrases
+
+    t = loaded.table
+    rows = [(text or "", label) for text, label, split, dup in zip(
+        t.column("text").to_pylist(), t.column("label").to_pylist(), t.column("split").to_pylist(),
+        t.column("duplicate").to_pylist()) if label is not None and split == "train" and not dup]
+    phrases = mine_phrases([r[0] for r in rows], [r[1] for r in rows], loaded.classes,
+                           per_class=cfg.generation.mine_per_class, max_words=cfg.generation.mine_max_words,
+                           min_items=cfg.generation.mine_min_items)
+    per_class: dict[str, int] = {}
+    out = []
+    for m in phrases:
+        position = per_class[m.class_name] = per_class.get(m.class_name, -1) + 1
+        out.append({"position": position, "raw": m.phrase, "classes": [m.class_name], "prompt_id": "mined",
+                    "prompt": f"held by {m.items} train items of the class, precision {m.precision:.2f}",
+                    "model": "mined", "sample": 0, "source": "mined"})
+    logger.info("mined %d candidate phrases from %d labelled train items", len(out), len(rows))
+    return out
+
+
 def run_build(cfg: BuildConfig, *, argv: list[str] | None = None, cached_only: bool = False) -> BuildSummary:
     """Run a whole build; raises ``UserError`` (nothing written) or ``RunError`` (nothing committed).
 
@@ -157,6 +182,7 @@ def _run_build(cfg: BuildConfig, out: Path, *, argv: list[str] | None, cached_on
         n=cfg.generation.concepts_per_prompt, samples=cfg.llm.samples, extra_templates=custom,
         few_shot=[(ex.class_name, ex.concepts) for ex in cfg.generation.few_shot],
     )
+    mined = mined_candidates(cfg, loaded)
     settings, embedded = llm_settings(cfg)
     need_llm = True
     if settings.cache_path and not settings.refresh_cache and Path(settings.cache_path).exists():
@@ -202,7 +228,7 @@ def _run_build(cfg: BuildConfig, out: Path, *, argv: list[str] | None, cached_on
         try:
             metrics = run_pipeline(
                 cfg, staged_items=str(staged), n_row_groups=n_groups, n_items=loaded.table.num_rows, classes=loaded.classes, requests=requests,
-                settings=settings, run_dir=run.tmp, run_id=run_id, modality=loaded.modality,
+                settings=settings, run_dir=run.tmp, run_id=run_id, modality=loaded.modality, mined=mined,
             )
         except ConfigError as exc:
             raise UserError(str(exc)) from None
@@ -271,6 +297,7 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
         "classes": len(loaded.classes),
         "llm_requests": len(requests),
         "candidates_proposed": len(status),
+        "candidates_mined": candidates.column("source").to_pylist().count("mined"),
         "candidates_accepted": status.count("accepted"),
         "candidates_merged": status.count("merged"),
         "candidates_rejected": status.count("rejected"),
@@ -403,7 +430,8 @@ def format_summary(summary: BuildSummary) -> str:
         f"~{llm['cost_usd']:.4f} USD ({llm['model']})"
         + (f", latency p50/p90/p99 {llm['latency_s']['p50']}/{llm['latency_s']['p90']}/{llm['latency_s']['p99']} s"
            if llm["latency_s"] else ""),
-        f"  candidates  {c['candidates_proposed']} proposed, {c['candidates_accepted']} accepted, "
+        f"  candidates  {c['candidates_proposed']} proposed ({c.get('candidates_mined', 0)} mined from the items), "
+        f"{c['candidates_accepted']} accepted, "
         f"{c['candidates_merged']} merged, {c['candidates_rejected']} rejected",
         f"  concepts    {c['concepts_selected']} selected; {c['rejects']} rows in rejects.parquet",
         *([f"  filters     " + ", ".join(f"{n} {k.replace(':', ' ')}" for k, n in summary.filtered.items())]

@@ -108,6 +108,11 @@ class GenerationConfig(_Frozen):
     # Worked examples shown to the model before each question, as earlier user/assistant turns.
     few_shot: tuple[FewShotExample, ...] = ()
     templates: tuple[PromptTemplate, ...] = ()  # used when family == "custom", added to the family otherwise
+    # Concepts mined from the labelled train items (generation/mining.py): this many phrases per class join the
+    # LLM's candidates (source "mined"), through the same filters and selection; 0 turns mining off.
+    mine_per_class: int = Field(40, ge=0, le=1000)
+    mine_max_words: int = Field(3, ge=1, le=6)
+    mine_min_items: int = Field(3, ge=1)
 
     @model_validator(mode="after")
     def _custom_needs_templates(self) -> "GenerationConfig":
@@ -124,6 +129,13 @@ class FilterConfig(_Frozen):
     class_name_cosine: float = Field(0.85, gt=0, le=1)
     synonyms: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     stop_list: tuple[str, ...] = ()
+    # A word of the concept's own class name ("bunting" for "indigo bunting") is a leak too.
+    class_name_fragments: bool = True
+    # A concept made only of the prompt's or the domain's words ("trivia questions") says nothing of a class.
+    echo_filter: bool = True
+    # Selection: a concept whose association with its best class exceeds its median class association by less
+    # than this points at no class ("generic"); 0 keeps them all.
+    generic_spread: float = Field(0.03, ge=0, le=1)
 
 
 class EmbeddingConfig(_Frozen):
@@ -141,6 +153,8 @@ class SelectionConfig(_Frozen):
     alpha: float = Field(1.0, ge=0)
     beta: float = Field(1.0, ge=0)
     optimizer: Literal["naive", "lazy", "stochastic"] = "lazy"
+    # Whether a concept's discriminability counts for a class it does not point at (submodular.class_direction).
+    direction: Literal["off", "soft", "strongest"] = "off"
     epsilon: float = Field(0.1, gt=0, lt=1)
     seed: int = 0
 

@@ -385,8 +385,9 @@ class FilterCandidates(beam.DoFn):
     """All candidate rows -> {candidates: [Candidate], accepted: [...], embeddings} after both filter passes."""
 
     def __init__(self, filters: FilterConfig, embedding: EmbeddingConfig, classes: Sequence[str],
-                 cache_dir: str | None) -> None:
+                 cache_dir: str | None, domain: str = "") -> None:
         self.filters = filters
+        self.domain = domain
         self.embedding = embedding
         self.cache_dir = cache_dir
         self.classes = list(classes)
@@ -407,7 +408,7 @@ class FilterCandidates(beam.DoFn):
             # Stable order whatever the runner delivered: by class, prompt, sample, then the LLM's own order.
             candidates = [Candidate(**row) for row in rows]
             candidates.sort(key=lambda c: (self.classes.index(c.classes[0]), c.prompt_id, c.sample, c.position))
-            filter_text(candidates, self.filters)
+            filter_text(candidates, self.filters, classes=self.classes, domain=self.domain)
             accepted = [c for c in candidates if c.status == "accepted"]
             emb, _ = self.embedder.encode_cached([c.concept for c in accepted], self.cache_dir)
             names, _ = self.embedder.encode_cached(self.classes, self.cache_dir)
@@ -422,9 +423,10 @@ class FilterCandidates(beam.DoFn):
 class SelectConcepts(beam.DoFn):
     """Filtered candidates + class embedding sums -> {candidates rows, concept rows, selection summary, rejects}."""
 
-    def __init__(self, cfg: SelectionConfig, classes: Sequence[str]) -> None:
+    def __init__(self, cfg: SelectionConfig, classes: Sequence[str], generic_spread: float = 0.0) -> None:
         self.cfg = cfg
         self.classes = list(classes)
+        self.generic_spread = generic_spread
 
     def process(self, filtered: dict, sums: dict):
         from conceptkit.pipelines.selection.stage import select_concepts
@@ -442,7 +444,8 @@ class SelectConcepts(beam.DoFn):
             ]
             if filtered["accepted"]:
                 concepts, summary = select_concepts(
-                    filtered["accepted"], filtered["embeddings"], self.classes, class_means=means, cfg=self.cfg
+                    filtered["accepted"], filtered["embeddings"], self.classes, class_means=means, cfg=self.cfg,
+                    generic_spread=self.generic_spread,
                 )
             else:
                 concepts, summary = [], {"selected": 0, "candidates": 0}
@@ -657,6 +660,7 @@ def build_pipeline(
     run_dir: Path,
     run_id: str,
     modality: str = "text",
+    mined: Sequence[dict] = (),
 ) -> None:
     """Compose the whole build as one graph writing into ``run_dir`` (the staged run directory)."""
     from dataclasses import asdict
@@ -689,10 +693,14 @@ def build_pipeline(
         | "SortCalls" >> beam.Map(lambda rows: sorted(rows, key=lambda r: (r["class_name"], r["prompt_id"], r["sample"])))
         | "WriteCalls" >> beam.ParDo(WriteTable(str(run_dir / "llm_calls.parquet"), LLM_CALLS))
     ]
+    candidates = generated.candidates
+    if mined:
+        candidates = (candidates, p | "Mined" >> beam.Create(list(mined))) | "AllSources" >> beam.Flatten()
     filtered = (
-        generated.candidates
+        candidates
         | "AllCandidates" >> beam.combiners.ToList()
-        | "FilterCandidates" >> beam.ParDo(FilterCandidates(cfg.filters, cfg.embedding, classes, embedding_cache))
+        | "FilterCandidates" >> beam.ParDo(FilterCandidates(cfg.filters, cfg.embedding, classes, embedding_cache,
+                                                              cfg.generation.domain))
     )
     units_dir = str(run_dir / "_staging" / "units")
     tasks_dir = str(run_dir / "_staging" / "tasks")
@@ -705,7 +713,7 @@ def build_pipeline(
         | "ClassSums" >> beam.FlatMap(class_sums)
         | "SumPerClass" >> beam.CombinePerKey(add_sums)
     )
-    selection = filtered | "SelectConcepts" >> beam.ParDo(SelectConcepts(cfg.selection, classes), sums=beam.pvalue.AsDict(sums))
+    selection = filtered | "SelectConcepts" >> beam.ParDo(SelectConcepts(cfg.selection, classes, cfg.filters.generic_spread), sums=beam.pvalue.AsDict(sums))
     done.append(
         selection
         | "SelectionSummary" >> beam.Map(lambda s: s["selection"])

@@ -1,8 +1,10 @@
-"""Every candidate concept the LLM proposed, with the prompt that produced it and the filter verdict.
+"""Every candidate concept (proposed by the LLM or mined from the train items), with the prompt that produced it and the filter verdict.
 
 ``status`` is ``accepted`` (passed the filters), ``merged`` (a duplicate or near-duplicate of the candidate named
 in ``merged_into``, whose classes it joined) or ``rejected`` (``reason`` says which filter). ``selected`` marks the
-accepted candidates that the selection stage kept.
+accepted candidates that the selection stage kept. ``source`` is ``llm`` or ``mined`` (a phrase of the train
+items, ``generation/mining.py``; its ``prompt`` says how many class items hold it and how precisely).
+v2 added ``source``.
 """
 
 import pyarrow as pa
@@ -13,7 +15,7 @@ STATUSES = ("accepted", "merged", "rejected")
 
 CANDIDATES = named_schema(
     "candidates",
-    1,
+    2,
     [
         pa.field("candidate_id", pa.string(), nullable=False),
         pa.field("concept", pa.string(), nullable=False),
@@ -27,5 +29,6 @@ CANDIDATES = named_schema(
         pa.field("reason", pa.string()),
         pa.field("merged_into", pa.string()),
         pa.field("selected", pa.bool_(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
     ],
 )

@@ -40,6 +40,7 @@ class Candidate:
     merged_into: str | None = None
     selected: bool = False
     candidate_id: str = field(default="")
+    source: str = "llm"  # "llm" (an answer), "mined" (a phrase of the train items), "human"
 
     def __post_init__(self) -> None:
         if not self.concept:
@@ -71,6 +72,7 @@ class Candidate:
             "reason": self.reason,
             "merged_into": self.merged_into,
             "selected": self.selected,
+            "source": self.source,
         }
 
 
@@ -121,13 +123,42 @@ def leaks_name(concept: str, names: Iterable[str]) -> str | None:
     return None
 
 
+def content_words(text: str) -> set[str]:
+    """The words of ``text`` that carry meaning (no English stop words), singular."""
+    from conceptkit.pipelines.generation.mining import stop_words
+
+    stop = stop_words()
+    return {_singular(w) for w in re.findall(r"[^\W_]+", normalize_concept(text).replace("_", " ")) if w not in stop}
+
+
+def fragment_of(concept: str, names: Iterable[str]) -> str | None:
+    """The first name one of whose content words (singular or plural, hyphen parts apart) is a word of
+    ``concept``: "bunting" or "billed" for "Indigo Bunting" / "Yellow-billed Cuckoo"."""
+    words = {_singular(w) for w in re.findall(r"[^\W_]+", concept)}
+    for name in names:
+        if words & content_words(name):
+            return name
+    return None
+
+
+def echoes(concept: str, echo_words: set[str]) -> bool:
+    """Every content word of ``concept`` is a word of the prompt or the domain ("trivia questions")."""
+    words = content_words(concept)
+    return bool(words) and words <= echo_words
+
+
 def filter_text(
-    candidates: Sequence[Candidate], cfg: FilterConfig, *, synonyms: Mapping[str, Sequence[str]] | None = None
+    candidates: Sequence[Candidate], cfg: FilterConfig, *, synonyms: Mapping[str, Sequence[str]] | None = None,
+    classes: Sequence[str] = (), domain: str = "",
 ) -> None:
-    """First pass, in place: length bounds, stop-list, class-name leakage, duplicates (same words, singular)."""
+    """First pass, in place: length bounds, stop-list, class-name leakage (the candidate's class names and their
+    synonyms whole, their words as fragments, any other class's name whole), echoes of the prompt's or the
+    domain's own words, duplicates (same words, singular)."""
     synonyms = {**cfg.synonyms, **(synonyms or {})}
     stop = {normalize_concept(s) for s in cfg.stop_list}
     first_by_text: dict[str, Candidate] = {}
+    domain_words = content_words(domain)
+    class_words = {w for c in classes for w in content_words(c)}
     for cand in candidates:
         if cand.status != "accepted":
             continue
@@ -142,6 +173,13 @@ def filter_text(
             cand.reject("stop_list")
         elif leaks_name(text, [n for c in cand.classes for n in (c, *synonyms.get(c, ()))]):
             cand.reject("class_name_leak")
+        elif cfg.class_name_fragments and fragment_of(text, cand.classes):
+            cand.reject("class_name_fragment")
+        elif leaks_name(text, [c for c in classes if c not in cand.classes]):
+            cand.reject("other_class_name")
+        elif cfg.echo_filter and echoes(text, domain_words | (set() if cand.source == "mined" else
+                                                              content_words(cand.prompt) - class_words)):
+            cand.reject("echoes_prompt")
         elif duplicate_key(text) in first_by_text:
             cand.merge_into(first_by_text[duplicate_key(text)], "duplicate")
         else:

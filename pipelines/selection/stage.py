@@ -29,8 +29,13 @@ def select_concepts(
     *,
     class_means: Mapping[str, np.ndarray] | None,
     cfg: SelectionConfig,
+    generic_spread: float = 0.0,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Concept rows (selection order, ``concept_id`` = position) and a summary of the selection."""
+    """Concept rows (selection order, ``concept_id`` = position) and a summary of the selection.
+
+    With item evidence, a candidate whose best class association exceeds its median class association by less
+    than ``generic_spread`` is rejected as ``generic`` first (it points at no class), unless that would leave
+    one of its classes without candidates."""
     from conceptkit.pipelines.selection.submodular import select_labo
 
     if len(accepted) == 0:
@@ -45,6 +50,15 @@ def select_concepts(
     if use_items:
         means = np.stack([class_means[c] for c in classes])
         association = class_association(embeddings, means)
+        if generic_spread > 0 and len(classes) > 2:
+            spread = association.max(axis=1) - np.median(association, axis=1)
+            generic = spread < generic_spread
+            if generic.any() and membership[~generic].any(axis=0).all():
+                for i in np.flatnonzero(generic).tolist():
+                    accepted[i].reject("generic")
+                keep = np.flatnonzero(~generic)
+                accepted = [accepted[i] for i in keep.tolist()]
+                embeddings, membership, association = embeddings[keep], membership[keep], association[keep]
     result = select_labo(
         np.ascontiguousarray(embeddings, dtype=np.float32),
         membership,
@@ -56,6 +70,7 @@ def select_concepts(
         optimizer=cfg.optimizer,
         epsilon=cfg.epsilon,
         seed=cfg.seed,
+        direction=cfg.direction,
     )
     rows = []
     for pos, idx in enumerate(result.selected.tolist()):

@@ -767,7 +767,9 @@ class LaboSelection:
 
     ``gains[i]`` is the increase of the total objective when ``selected[i]`` was added: it counts for
     every class it belongs to, so ``gains[i] == alpha * discriminability[i] * n_classes_i +
-    coverage_gain[i]`` where n_classes_i is the number of classes the concept belongs to, and
+    coverage_gain[i]`` where n_classes_i is the number of classes the concept belongs to (with ``direction``
+    other than "off", the discriminability term is summed per class and ``discriminability[i]`` is the one of
+    the class it was picked for), and
     ``objective == gains.sum()`` up to rounding.
     """
 
@@ -778,6 +780,28 @@ class LaboSelection:
     discriminability: np.ndarray  # (m,) float64 the concept's discriminability term (0 when no labels)
     coverage_gain: np.ndarray  # (m,) float64 the coverage part of its gain (beta included)
     objective: float
+
+
+DIRECTIONS = ("off", "soft", "strongest")
+
+
+def class_direction(class_association: np.ndarray, direction: str) -> np.ndarray:
+    """(n, C) weight in [0, 1] of concept j's discriminability when it is picked for class c.
+
+    "strongest": 1 for the class of j's largest association, else 0. "soft": (S[j, c] - median_c S[j]) /
+    (max_c S[j] - median_c S[j]) clipped to [0, 1]: 1 for the best class, 0 at or below the median class, so
+    a concept that points at another class earns little for c. "off": 1 everywhere.
+    """
+    s = np.asarray(class_association, dtype=np.float64)
+    if direction == "off":
+        return np.ones_like(s)
+    if direction == "strongest":
+        return (s == s.max(axis=1, keepdims=True)).astype(np.float64)
+    median = np.median(s, axis=1, keepdims=True)
+    span = s.max(axis=1, keepdims=True) - median
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(span > 0, (s - median) / span, 1.0)
+    return np.clip(w, 0.0, 1.0)
 
 
 def labo_discriminability(
@@ -913,6 +937,7 @@ def select_labo(
     optimizer: str = "lazy",
     epsilon: float = 0.1,
     seed: int = 0,
+    direction: str = "off",
 ) -> LaboSelection:
     """LaBo's concept selection for all classes at once.
 
@@ -955,6 +980,9 @@ def select_labo(
         if association.shape != member.shape:
             raise ValueError(f"`class_association` must have shape {member.shape}, got {association.shape}")
         discriminability = labo_discriminability(association)
+    _check_choice("direction", direction, DIRECTIONS)
+    per_class_d = discriminability[:, None] * class_direction(association, direction) if (
+        class_association is not None and direction != "off") else None
     # Budgets above the candidate count are not errors here: a class with fewer candidates than
     # k_per_class takes all of them, and a global budget stops at whatever the classes can fill.
     k = _check_k("k_per_class", k_per_class, math.inf)
@@ -970,7 +998,10 @@ def select_labo(
     blocks = _ClassBlocks(x, member)
     cand, sizes = blocks.cand, blocks.sizes
     inv_size = np.where(sizes > 0, 1.0 / np.maximum(sizes, 1), 0.0)
-    weighted_d = alpha * discriminability[np.maximum(cand, 0)]
+    if per_class_d is None:
+        weighted_d = alpha * discriminability[np.maximum(cand, 0)]
+    else:
+        weighted_d = alpha * per_class_d[np.maximum(cand, 0), np.arange(n_classes)[:, None]]
     available = blocks.valid.copy()
     count = np.zeros(n_classes, dtype=np.int64)
     rng = np.random.default_rng(seed)
@@ -988,6 +1019,7 @@ def select_labo(
     ranks: list[int] = []
     picked_for: list[int] = []
     coverage_gain: list[float] = []
+    picked_d: list[float] = []
     limit = global_budget if global_budget is not None else n
     bar = _progress(min(limit, n_classes * k), "LaBo selection")
     while len(selected) < limit:
@@ -1042,7 +1074,13 @@ def select_labo(
             selected.append(j)
             picked_for.append(c)
             coverage_gain.append(total_cov)
-            gains.append(alpha * discriminability[j] * credited + total_cov)
+            if per_class_d is None:
+                d_gain = alpha * discriminability[j] * credited
+                picked_d.append(discriminability[j])
+            else:
+                d_gain = alpha * float(per_class_d[j, blocks.member_class[lo:hi]].sum())
+                picked_d.append(per_class_d[j, c])
+            gains.append(d_gain + total_cov)
             if bar is not None:
                 bar.update()
     if bar is not None:
@@ -1058,7 +1096,7 @@ def select_labo(
         gains=gains_array,
         ranks=np.array(ranks, dtype=np.int64),
         picked_for=np.array(picked_for, dtype=np.int64),
-        discriminability=discriminability[chosen].astype(np.float64),
+        discriminability=np.array(picked_d, dtype=np.float64),
         coverage_gain=np.array(coverage_gain, dtype=np.float64),
         objective=float(gains_array.sum()),
     )

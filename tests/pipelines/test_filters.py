@@ -4,8 +4,8 @@ from conceptkit.pipelines.config import FilterConfig
 from conceptkit.pipelines.selection.filters import Candidate, count_by_status, filter_embedded, filter_text, leaks_name, normalize_concept
 
 
-def cand(raw, cls="bird", **kw):
-    return Candidate(raw=raw, classes=[cls], prompt_id="p", prompt="q", model="m", sample=0, **kw)
+def cand(raw, cls="bird", prompt="q", **kw):
+    return Candidate(raw=raw, classes=[cls], prompt_id="p", prompt=prompt, model="m", sample=0, **kw)
 
 
 def test_normalize():
@@ -62,3 +62,54 @@ def test_plural_and_punctuation_variants_are_duplicates():
     cands = [cand("Recipes"), cand("recipe"), cand("sunrise/sunset"), cand("sunrise sunset")]
     filter_text(cands, FilterConfig())
     assert [c.status for c in cands] == ["accepted", "merged", "accepted", "merged"]
+
+
+def test_class_name_fragments_other_class_names_and_echoes_have_their_reasons():
+    classes = ["indigo bunting", "yellow-billed cuckoo", "sports"]
+    cands = [
+        cand("bunting song", cls="indigo bunting"),        # a word of its own class name
+        cand("billed tip", cls="yellow-billed cuckoo"),    # a hyphen part of it
+        cand("Indigo plumage", cls="indigo bunting"),
+        cand("sports fans", cls="indigo bunting"),         # another class's whole name
+        cand("trivia questions", cls="sports", prompt="List trivia questions about \"sports\""),
+        cand("bird photographs", cls="sports"),            # every word is the domain's
+        cand("blue plumage", cls="indigo bunting"),
+    ]
+    filter_text(cands, FilterConfig(), classes=classes, domain="bird photographs")
+    assert [(c.concept, c.reason) for c in cands] == [
+        ("bunting song", "class_name_fragment"), ("billed tip", "class_name_fragment"),
+        ("indigo plumage", "class_name_fragment"), ("sports fans", "other_class_name"),
+        ("trivia questions", "echoes_prompt"), ("bird photographs", "echoes_prompt"), ("blue plumage", None),
+    ]
+
+
+def test_fragment_and_echo_filters_can_be_turned_off():
+    cands = [cand("bunting song", cls="indigo bunting"), cand("bird photographs", cls="indigo bunting")]
+    filter_text(cands, FilterConfig(class_name_fragments=False, echo_filter=False), classes=["indigo bunting"],
+                domain="bird photographs")
+    assert [c.status for c in cands] == ["accepted", "accepted"]
+
+
+def test_a_mined_phrase_is_not_an_echo_of_its_own_provenance_text():
+    c = cand("train items", cls="bird", prompt="held by 5 train items of the class", source="mined")
+    filter_text([c], FilterConfig(), classes=["bird"])
+    assert c.status == "accepted"
+
+
+def test_generic_concepts_point_at_no_class_and_are_rejected_with_a_reason():
+    from conceptkit.pipelines.config import SelectionConfig
+    from conceptkit.pipelines.selection.stage import select_concepts
+
+    classes = ["a", "b", "c"]
+    means = {k: v for k, v in zip(classes, np.eye(3, 4, dtype=np.float32))}
+    emb = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0.57, 0.57, 0.59, 0.1]], dtype=np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    cands = [cand("alpha", cls="a"), cand("beta", cls="b"), cand("gamma", cls="c"), cand("anything", cls="a")]
+    rows, _ = select_concepts(cands, emb, classes, class_means=means, cfg=SelectionConfig(k_per_class=2),
+                              generic_spread=0.03)
+    assert cands[3].reason == "generic" and [r["concept"] for r in rows] == ["alpha", "beta", "gamma"]
+    # never when it would leave a class with nothing to pick
+    only = [cand("anything", cls="a"), cand("beta", cls="b"), cand("gamma", cls="c")]
+    rows, _ = select_concepts(only, emb[[3, 1, 2]], classes, class_means=means, cfg=SelectionConfig(k_per_class=2),
+                              generic_spread=0.03)
+    assert only[0].status == "accepted" and len(rows) == 3

@@ -406,3 +406,25 @@ def _labo_kwargs(**override):
 def test_labo_errors(override: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         sm.select_labo(**_labo_kwargs(**override))
+
+
+def test_direction_keeps_a_concept_from_being_picked_for_a_class_it_does_not_point_at():
+    # Golden, hand-made: concept 0 ("sports") is a candidate of class 1 ("politics") only, but its association is
+    # strongest for class 0 (sports items); concept 1 points at class 1, weakly but truly.
+    association = np.array([[0.9, 0.5, 0.1], [0.2, 0.3, 0.2], [0.8, 0.1, 0.1], [0.1, 0.1, 0.9]])
+    membership = np.array([[0, 1, 0], [0, 1, 0], [1, 0, 0], [0, 0, 1]], dtype=bool)
+    x = np.eye(4, dtype=np.float32)
+
+    def pick_for_politics(direction):
+        r = sm.select_labo(x, membership, class_association=association, k_per_class=1, beta=0.0,
+                           direction=direction)
+        return dict(zip(r.picked_for.tolist(), r.selected.tolist()))[1]
+
+    assert pick_for_politics("off") == 0  # mutual information alone: "sports" is picked for politics
+    assert pick_for_politics("soft") == 1 and pick_for_politics("strongest") == 1
+    soft = sm.class_direction(association, "soft")
+    assert soft[0].tolist() == [1.0, 0.0, 0.0] and soft[1].tolist() == [0.0, 1.0, 0.0]
+    assert sm.class_direction(np.array([[0.9, 0.7, 0.5, 0.1]]), "soft")[0] == pytest.approx([1, 1 / 3, 0, 0])
+    assert sm.class_direction(association, "strongest")[0].tolist() == [1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="direction"):
+        sm.select_labo(x, membership, class_association=association, k_per_class=1, direction="sideways")
