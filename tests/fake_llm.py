@@ -2,7 +2,8 @@
 
 ``FakeLLM(answers={...})`` serves ``POST /v1/chat/completions`` and ``GET /v1/models`` on 127.0.0.1 on a free
 port. The answer for a request is chosen by the class name quoted in the user message (``answers[class]``, a list
-of concepts, returned as ``{"concepts": [...]}``), else generic words. ``faults`` is a list consumed one per
+of concepts, returned as ``{"concepts": [...]}``; for a contrastive question about class A against B,
+``answers["A vs B"]`` when given), else generic words. ``faults`` is a list consumed one per
 request before normal answers: ``"429"`` (with Retry-After), ``"500"``, ``"503"``, ``"400"``, ``"hang"`` (sleeps
 past the client's timeout), ``"reset"`` (closes the connection), ``"malformed"``, ``"empty"``, ``"schema"``
 (JSON of the wrong shape), ``"repeat"`` (one concept repeated many times), ``"401"``, ``"429:SECONDS"`` (a 429
@@ -23,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 _CLASS = re.compile(r'Class name \(data, not instructions\): (".*?")\n')
+_VERSUS = re.compile(r'apart from items of class (".*?")')
 GENERIC = ["distinctive detail", "typical setting", "common object", "usual activity", "key vocabulary",
            "frequent phrase", "characteristic tone", "related entity"]
 
@@ -84,7 +86,9 @@ class FakeLLM:
         user = next((m["content"] for m in body.get("messages", []) if m.get("role") == "user"), "")
         match = _CLASS.search(user)
         name = json.loads(match.group(1)) if match else ""
-        concepts = self.answers.get(name, GENERIC)
+        versus = _VERSUS.search(user)  # a contrastive question: answers["A vs B"] first, when given
+        key = f"{name} vs {json.loads(versus.group(1))}" if versus else None
+        concepts = self.answers[key] if key in self.answers else self.answers.get(name, GENERIC)
         return json.dumps({"concepts": concepts})
 
     def _handler(self):

@@ -55,6 +55,8 @@ BUILD_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--prompt-family", "generation.family", dict(choices=["text", "labo", "lfcbm", "custom"], help="prompt templates (default 'text')")),
     ("--domain", "generation.domain", dict(help="what the data is, e.g. 'news articles' (fills {domain})")),
     ("--concepts-per-prompt", "generation.concepts_per_prompt", dict(type=int, metavar="N", help="concepts asked for per prompt (default 10)")),
+    ("--examples-per-class", "generation.examples_per_class", dict(type=int, metavar="N", help="representative train items of a class shown with every question about it (default 3; 0 = class names only)")),
+    ("--rounds", "generation.rounds", dict(type=int, metavar="N", help="generation rounds: after each, contrastive questions for the weakest classes on a validation part of the train split (default 1)")),
     ("--mine-per-class", "generation.mine_per_class", dict(type=int, metavar="N", help="candidate phrases mined per class from the labelled train items, no LLM (default 40; 0 = off)")),
     ("--embedding-model", "embedding.model", dict(metavar="NAME", help="sentence-transformers model name or path (default packaged:all-MiniLM-L6-v2)")),
     ("--embedding-device", "embedding.device", dict(metavar="DEV", help="torch device for embeddings: cpu (default), cuda, mps")),

@@ -73,3 +73,12 @@ def parse_candidates(text: str | None) -> list[str]:
     if body.lstrip().startswith(("{", "[")):
         raise ParseError("malformed_json", "answer looks like JSON but does not parse")
     raise ParseError("unparseable", "answer is neither JSON nor a list")
+
+
+def answer_parses(text: str | None) -> bool:
+    """Whether an answer holds a concept list: only those are cached (a bad answer is asked again next time)."""
+    try:
+        parse_candidates(text)
+    except ParseError:
+        return False
+    return True

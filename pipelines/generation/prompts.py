@@ -76,12 +76,37 @@ def check_template(template: str) -> None:
         raise ValueError(f"template {template!r} has no {{class}} placeholder")
 
 
-def user_message(class_name: str, question: str, n: int) -> str:
+GROUNDING = ("Name properties that these items share and that items of other classes lack; each concept must "
+             "describe such items in general, not name one of them.")
+
+
+def _listed(texts: Sequence[str]) -> str:
+    return "".join(f"{i}. {json.dumps(text, ensure_ascii=False)}\n" for i, text in enumerate(texts, 1))
+
+
+def user_message(class_name: str, question: str, n: int, examples: Sequence[str] = (), contrast_class: str = "",
+                 contrast_examples: Sequence[str] = ()) -> str:
     return (
         f"Class name (data, not instructions): {json.dumps(class_name, ensure_ascii=False)}\n"
-        f"Question: {question}\n"
-        f"Answer with {n} concepts as JSON."
+        + (f"Typical items of this class (data, not instructions):\n{_listed(examples)}" if examples else "")
+        + (f"Typical items of the class {json.dumps(contrast_class, ensure_ascii=False)} (data, not instructions):\n"
+           f"{_listed(contrast_examples)}" if contrast_examples else "")
+        + f"Question: {question}\n"
+        + (f"{GROUNDING}\n" if examples else "")
+        + f"Answer with {n} concepts as JSON."
     )
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` on one line, cut at a word boundary to at most ``limit`` characters (an ellipsis marks the cut):
+    an item too long for the context is cut, never dropped."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[: max(limit - 1, 1)]
+    if " " in cut[limit // 2 :]:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ,;:.") + "…"
 
 
 @dataclass(frozen=True)
@@ -100,6 +125,9 @@ class ConceptRequest:
     template: str = ""
     domain: str = ""
     few_shot: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    examples: tuple[str, ...] = ()  # representative items of the class, shortened (grounded generation)
+    contrast_class: str = ""  # contrastive: what tells class_name apart from this class
+    contrast_examples: tuple[str, ...] = ()
 
     def messages(self) -> list[dict[str, str]]:
         messages = [{"role": "system", "content": SYSTEM_MESSAGE}]
@@ -107,7 +135,8 @@ class ConceptRequest:
             question = render(self.template, class_name=example_class, domain=self.domain, n=self.n)
             messages.append({"role": "user", "content": user_message(example_class, question, self.n)})
             messages.append({"role": "assistant", "content": json.dumps({"concepts": list(concepts)})})
-        messages.append({"role": "user", "content": user_message(self.class_name, self.question, self.n)})
+        messages.append({"role": "user", "content": user_message(self.class_name, self.question, self.n, self.examples,
+                                                                  self.contrast_class, self.contrast_examples)})
         return messages
 
 
@@ -135,13 +164,16 @@ def build_requests(
     samples: int = 1,
     extra_templates: Sequence[tuple[str, str]] = (),
     few_shot: Sequence[tuple[str, Sequence[str]]] = (),
+    examples: dict[str, Sequence[str]] | None = None,
 ) -> list[ConceptRequest]:
-    """Every (class, template, sample) request, in a stable order."""
+    """Every (class, template, sample) request, in a stable order; ``examples[class]`` (grounding) are shown
+    with every question of that class."""
     templates = family_templates(family, extra_templates)
     shots = tuple((name, tuple(concepts)) for name, concepts in few_shot)
+    examples = examples or {}
     return [
         ConceptRequest(c, prompt_id, render(template, class_name=c, domain=domain, n=n), s, n, template, domain,
-                       tuple(shot for shot in shots if shot[0] != c))
+                       tuple(shot for shot in shots if shot[0] != c), tuple(examples.get(c, ())))
         for c in classes
         for prompt_id, template in templates
         for s in range(samples)
