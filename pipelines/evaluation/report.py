@@ -175,6 +175,20 @@ def write_report(path: Path, *, run, results: list[dict[str, Any]], summary: dic
         ("Selection gains", _gains(concepts)),
     ]
     sparse = summary["sparse"]
+    gen = summary.get("generation") or {}
+    round_rows = [[r["round"], r["requests"], ", ".join(r["targets"]) or ", ".join(r["prompts"]), r["accepted"],
+                   r["selected"], "-" if r["validation_accuracy"] is None else f"{r['validation_accuracy']:.3f}",
+                   "yes" if r["kept"] else "no"] for r in gen.get("rounds", [])]
+    provenance = (
+        "<h2>How the concepts were made</h2>"
+        + "<p>Selected concepts by source: " + html.escape(", ".join(f"{k} {v}" for k, v in
+                                                                   gen.get("selected_by_source", {}).items()) or "-")
+        + f"; {gen.get('llm_tokens', 0)} LLM tokens. Removed by the filters: "
+        + html.escape(", ".join(f"{k.replace(':', ' ')} {v}" for k, v in gen.get("filtered", {}).items()) or "none")
+        + ".</p>"
+        + (_table(["round", "requests", "asked (targets or prompts)", "accepted", "selected", "validation accuracy",
+                   "kept"], round_rows) if round_rows else "<p>One generation round.</p>")
+    ) if gen else ""
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in summary["notes"]) or "<li>none</li>"
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>conceptkit eval: {html.escape(str(summary['run']))}</title>
@@ -197,6 +211,7 @@ accuracy {sparse['accuracy']:.3f}.</p>
 <h2>Figures</h2>
 {"".join(f'<figure><figcaption><b>{html.escape(t)}</b></figcaption><img alt="{html.escape(t)}" src="{src}"></figure>'
          for t, src in figures)}
+{provenance}
 <h2>Top concepts per class (sparse model weights)</h2>
 {_table(["class", "concepts (weight)"], top_rows)}
 <h2>Example test items and the concepts behind their prediction</h2>

@@ -206,6 +206,7 @@ def evaluate_run(
         "sparse": {"nec_target": nec, "nec": round(sparse.nec, 3), "C": sparse.c, "accuracy": sparse.accuracy},
         "confusion_matrix": matrix.tolist(), "per_class_accuracy": per_class, "explanations": explanations,
         "concept_labels": _concept_label_metrics(run.path, names, table, scores),
+        "generation": _generation_record(run),
         "notes": notes, "seconds": round(time.perf_counter() - started, 2),
     }
     results = [r.as_dict() for r in rows]
@@ -320,6 +321,25 @@ def _concept_label_metrics(run_dir: Path, names: list[str], table: pa.Table, sco
 
 
 EVAL_MARKER = ".conceptkit-eval"
+
+
+def _generation_record(run) -> dict:
+    """Where the run's concepts came from (its manifest and candidates): selected concepts per source, what the
+    filters removed, and the generation rounds."""
+    from conceptkit.schemas.candidates import CANDIDATES
+    from conceptkit.schemas.io import read_table
+
+    by_source: dict[str, int] = {}
+    try:
+        candidates = read_table(run.path / "candidates.parquet", CANDIDATES)
+        for source, selected in zip(candidates.column("source").to_pylist(), candidates.column("selected").to_pylist()):
+            if selected:
+                by_source[source] = by_source.get(source, 0) + 1
+    except (OSError, ValueError):  # an older run (candidates v1) has no sources
+        pass
+    m = run.manifest
+    return {"selected_by_source": by_source, "filtered": m.get("filtered", {}), "rounds": m.get("rounds", []),
+            "llm_tokens": (m.get("llm") or {}).get("prompt_tokens", 0) + (m.get("llm") or {}).get("completion_tokens", 0)}
 
 
 def _check_out(out_dir: Path) -> None:

@@ -134,6 +134,8 @@ def test_eval_cli_end_to_end(run, capsys, tmp_path):
     weights = pq.read_table(run["out"] / "eval" / "weights.parquet")
     assert weights.column_names == ["concept", "class", "weight"] and weights.num_rows > 0
     assert [p.name for p in (run["out"] / "eval").glob(".*")] == [".conceptkit-eval"]  # atomic: no temp files left
+    gen = report["generation"]  # where the concepts came from, as the manifest and candidates say
+    assert sum(gen["selected_by_source"].values()) == report["n_concepts"] and gen["filtered"]
 
 
 def test_eval_on_a_test_file_reports_leakage_and_rejects(run, capsys, tmp_path):
@@ -219,6 +221,8 @@ def test_report_renders_in_a_real_browser(run, capsys):
         widths = [images.nth(k).evaluate("img => img.naturalWidth") for k in range(images.count())]
         assert all(w > 100 for w in widths), widths  # every figure decoded and rendered
         assert page.locator("table").count() >= 3
+        page.get_by_text("How the concepts were made").wait_for()
+        assert "Selected concepts by source:" in page.content()
         shot = run["tmp"] / "eval-report.png"
         page.screenshot(path=str(shot), full_page=False)
         browser.close()
