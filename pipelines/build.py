@@ -126,6 +126,22 @@ def llm_settings(cfg: BuildConfig) -> tuple[ClientSettings, bool]:
     )
 
 
+def _check_backend(cfg: BuildConfig, loaded) -> None:
+    """Before any work: the ONNX backends run text models of the mean-pooled kind, on the CPU (exported here,
+    once, so every worker finds the file)."""
+    from conceptkit.annotators.embedding import TextEmbedder
+    from conceptkit.annotators.onnx_backend import BackendError
+
+    if loaded.modality != "text":
+        raise UserError(f"embedding backend {cfg.embedding.backend!r} embeds texts only; image items need "
+                        "--embedding-backend torch")
+    try:
+        TextEmbedder(cfg.embedding.model, device=cfg.embedding.device, threads=cfg.embedding.threads,
+                     backend=cfg.embedding.backend).dimension
+    except BackendError as exc:
+        raise UserError(str(exc)) from None
+
+
 def mined_candidates(cfg: BuildConfig, loaded) -> list[dict]:
     """Candidate rows (``source="mined"``) from the labelled train-split texts; none for images, unlabelled items
     or ``generation.mine_per_class: 0``."""
@@ -175,6 +191,8 @@ def _run_build(cfg: BuildConfig, out: Path, *, argv: list[str] | None, cached_on
         loaded = load_items(cfg.items)
     except (ConfigError, ValueError) as exc:
         raise UserError(str(exc)) from None
+    if cfg.embedding.backend != "torch":
+        _check_backend(cfg, loaded)
     if cfg.llm.api_key_env and not os.environ.get(cfg.llm.api_key_env):
         raise UserError(f"environment variable {cfg.llm.api_key_env} (named by --llm-api-key-env) is not set")
     custom = [(t.id, t.template) for t in cfg.generation.templates]

@@ -152,6 +152,9 @@ class EmbeddingConfig(_Frozen):
     batch_size: int = Field(32, ge=1)
     threads: int = Field(1, ge=1)
     device: str = "cpu"
+    # torch, or ONNX Runtime on the CPU: "onnx" (fp32) or "onnx-int8" (dynamically quantised; exported once from
+    # the local model into ~/.cache/conceptkit/onnx or $CONCEPTKIT_ONNX_CACHE).
+    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
     cache: bool = True  # embeddings cached by (model, content hash) under <cache_dir>/embeddings
 
 

@@ -222,7 +222,8 @@ class EmbedItems(_Progressing):
 
         super().setup()
         self.embedder = TextEmbedder(
-            self.cfg.model, device=self.cfg.device, threads=self.cfg.threads, batch_size=self.cfg.batch_size
+            self.cfg.model, device=self.cfg.device, threads=self.cfg.threads, batch_size=self.cfg.batch_size,
+            backend=self.cfg.backend,
         )
         # The model loads on first use, inside process(): its load time counts as embed_items, not runner time.
 
@@ -391,7 +392,7 @@ class FilterCandidates(beam.DoFn):
 
         self.embedder = TextEmbedder(
             self.embedding.model, device=self.embedding.device, threads=self.embedding.threads,
-            batch_size=self.embedding.batch_size,
+            batch_size=self.embedding.batch_size, backend=self.embedding.backend,
         )
 
     def process(self, rows: list[dict]):

@@ -60,6 +60,7 @@ BUILD_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--mine-per-class", "generation.mine_per_class", dict(type=int, metavar="N", help="candidate phrases mined per class from the labelled train items, no LLM (default 40; 0 = off)")),
     ("--embedding-model", "embedding.model", dict(metavar="NAME", help="sentence-transformers model name or path (default packaged:all-MiniLM-L6-v2)")),
     ("--embedding-device", "embedding.device", dict(metavar="DEV", help="torch device for embeddings: cpu (default), cuda, mps")),
+    ("--embedding-backend", "embedding.backend", dict(choices=["torch", "onnx", "onnx-int8"], help="torch (default), or ONNX Runtime on the CPU: onnx (fp32) or onnx-int8 (quantised, fastest; exported once from the local model)")),
     ("--embedding-threads", "embedding.threads", dict(type=int, metavar="N", help="torch threads per worker process (default 1: more collapse under contention)")),
     ("--k-per-class", "selection.k_per_class", dict(type=int, metavar="K", help="concepts selected per class (default 8)")),
     ("--global-budget", "selection.global_budget", dict(type=int, metavar="N", help="total concepts selected over all classes (with or instead of --k-per-class)")),

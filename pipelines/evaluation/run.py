@@ -128,7 +128,9 @@ def evaluate_run(
     is_train = (splits == "train") & np.array([lab is not None for lab in labels])
     if not is_train.any():
         raise EvalError(f"{run.path}: no labelled items in the train split")
-    model = embedder or TextEmbedder(run.embedding_model, device=run.config.get("embedding", {}).get("device", "cpu"))
+    emb_cfg = run.config.get("embedding", {})
+    model = embedder or TextEmbedder(run.embedding_model, device=emb_cfg.get("device", "cpu"),
+                                     backend=emb_cfg.get("backend", "torch"))
     cache = str(run.cache_dir() / "embeddings") if run.config.get("embedding", {}).get("cache", True) else None
     texts = table.column("text").to_pylist()
     item_ids = table.column("item_id").to_pylist()

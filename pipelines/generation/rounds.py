@@ -65,7 +65,7 @@ def train_sample(cfg, loaded) -> TrainSample | None:
     if not texts:
         return None
     embedder = TextEmbedder(cfg.embedding.model, device=cfg.embedding.device, threads=cfg.embedding.threads,
-                            batch_size=cfg.embedding.batch_size)
+                            batch_size=cfg.embedding.batch_size, backend=cfg.embedding.backend)
     cache = str(cfg.cache_path() / "embeddings") if cfg.embedding.cache else None
     flat = [text for c in texts for text in texts[c]]
     vectors, computed = embedder.encode_cached(flat, cache)
@@ -208,7 +208,7 @@ def run_rounds(cfg, classes: Sequence[str], base: list[ConceptRequest], sample: 
     from conceptkit.pipelines.progress import Progress
 
     embedder = TextEmbedder(cfg.embedding.model, device=cfg.embedding.device, threads=cfg.embedding.threads,
-                            batch_size=cfg.embedding.batch_size)
+                            batch_size=cfg.embedding.batch_size, backend=cfg.embedding.backend)
     cache = str(cfg.cache_path() / "embeddings") if cfg.embedding.cache else None
     llm_cache = LLMCache(client.settings.cache_path) if client.settings.cache_path else None
     examples = class_examples(sample, 2, cfg.generation.example_chars)

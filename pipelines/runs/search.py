@@ -93,7 +93,8 @@ def search_run(
         raise SearchError(
             f"{run.path}: index/index.json names embedding model {model!r}, the manifest {run.embedding_model!r}"
         )
-    embedder = embedder or TextEmbedder(model, device=device)
+    embedder = embedder or TextEmbedder(model, device=device,
+                                        backend=run.config.get("embedding", {}).get("backend", "torch"))
     vector = embedder.encode([query.strip()])
 
     concepts = run.concepts(["concept_id", "concept", "picked_for", "classes"])
