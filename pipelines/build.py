@@ -249,11 +249,12 @@ def _run_build(cfg: BuildConfig, out: Path, *, argv: list[str] | None, cached_on
             ensure_llm()
         rounds = []
         if gen.rounds > 1 and sample is not None:
-            t = time.perf_counter()
+            t, startup_before = time.perf_counter(), timings.get("llm_startup", 0.0)
             client = ChatClient(settings)
             client.accept = answer_parses
             requests, rounds = run_rounds(cfg, loaded.classes, requests, sample, client, ensure_llm)
-            timings["rounds"] = time.perf_counter() - t
+            # a model started during the rounds counts as llm_startup, not twice
+            timings["rounds"] = time.perf_counter() - t - (timings.get("llm_startup", 0.0) - startup_before)
         logger.info("building %s: %d items, %d classes, %d LLM requests (%s)", out, loaded.table.num_rows,
                     len(loaded.classes), len(requests), "some uncached" if need_llm else "all cached")
 

@@ -114,7 +114,7 @@ class GenerationConfig(_Frozen):
     # Grounded generation: every question about a class shows this many representative train items of it
     # (facility location over their embeddings, from at most 128 sampled items), each cut to example_chars; 0
     # asks from the class name alone (as without labels).
-    examples_per_class: int = Field(3, ge=0, le=10)
+    examples_per_class: int = Field(0, ge=0, le=10)
     example_chars: int = Field(240, ge=20, le=4000)
     # Rounds (generation/rounds.py): after each, the weakest classes on a validation part of the train split get
     # contrastive questions; stops early when validation accuracy stops improving; the best round is kept.
@@ -159,13 +159,13 @@ class EmbeddingConfig(_Frozen):
 
 
 class SelectionConfig(_Frozen):
-    k_per_class: int = Field(8, ge=1)
+    k_per_class: int = Field(15, ge=1)
     global_budget: int | None = Field(None, ge=1)
     alpha: float = Field(1.0, ge=0)
     beta: float = Field(1.0, ge=0)
     optimizer: Literal["naive", "lazy", "stochastic"] = "lazy"
     # Whether a concept's discriminability counts for a class it does not point at (submodular.class_direction).
-    direction: Literal["off", "soft", "strongest"] = "off"
+    direction: Literal["off", "soft", "strongest"] = "soft"
     epsilon: float = Field(0.1, gt=0, lt=1)
     seed: int = 0
 
