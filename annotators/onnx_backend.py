@@ -54,13 +54,18 @@ def check_supported(model_dir: Path) -> int:
         pooling = json.loads((model_dir / pooling_dir / "config.json").read_text())
     except (OSError, ValueError, KeyError, StopIteration) as exc:
         raise BackendError(f"model {model_dir}: cannot read its sentence-transformers modules ({exc})") from None
-    if types[:1] != ["Transformer"] or "Normalize" not in types or not pooling.get("pooling_mode_mean_tokens"):
+    mean = pooling.get("pooling_mode_mean_tokens") or pooling.get("pooling_mode") == "mean"  # older / newer format
+    if types[:1] != ["Transformer"] or "Normalize" not in types or not mean:
         raise BackendError(f"model {model_dir}: the onnx backends support mean-pooled, normalised models "
                            f"(Transformer, Pooling mean, Normalize); this one has {types}; use --embedding-backend torch")
-    try:
-        return int(json.loads((model_dir / "sentence_bert_config.json").read_text()).get("max_seq_length", 512))
-    except (OSError, ValueError):
-        return 512
+    for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
+        try:
+            value = json.loads((model_dir / name).read_text()).get(key)
+        except (OSError, ValueError):
+            continue
+        if isinstance(value, (int, float)) and 0 < value <= 8192:
+            return int(value)
+    return 512
 
 
 def export(model_dir: Path, out_dir: Path, *, quantize: bool) -> Path:

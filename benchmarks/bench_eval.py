@@ -124,7 +124,7 @@ def speed(seeds: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("dataset", choices=[*sorted(DATASETS), "speed"])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--tag", default="", help="suffix of the run directory (to keep several variants)")
