@@ -245,6 +245,7 @@ def _run_build(cfg: BuildConfig, out: Path, *, argv: list[str] | None, cached_on
             started_llm.append(True)
             timings["llm_startup"] = timings.get("llm_startup", 0.0) + time.perf_counter() - t
 
+        timings["llm_startup"] = 0.0
         if need_llm:
             ensure_llm()
         rounds = []
