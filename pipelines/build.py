@@ -489,6 +489,9 @@ def format_summary(summary: BuildSummary) -> str:
         f"  llm         {llm['calls']} calls, {llm['cache_hits']} cache hits, {llm['errors']} errors, "
         f"{llm['retries']} retries, {llm['prompt_tokens']}+{llm['completion_tokens']} tokens, "
         f"~{llm['cost_usd']:.4f} USD ({llm['model']})"
+        + (f", {llm['completion_tokens'] / gen_s:.1f} completion tokens/s" if (gen_s := t.get("generate", 0.0)
+                                                                                + t.get("rounds", 0.0)) > 1
+           and llm["calls"] else "")
         + (f", latency p50/p90/p99 {llm['latency_s']['p50']}/{llm['latency_s']['p90']}/{llm['latency_s']['p99']} s"
            if llm["latency_s"] else ""),
         f"  candidates  {c['candidates_proposed']} proposed ({c.get('candidates_mined', 0)} mined from the items), "

@@ -223,3 +223,14 @@ def test_summary_and_card_say_what_each_class_got(tmp_path):
     card = (cfg.out_dir() / "README.md").read_text()
     assert "Fewer than k = 3 concepts were selected for 1 of 3 classes: music (1)" in card
     assert "Candidates the filters removed: " in card
+
+
+def test_summary_reports_the_generation_tokens_per_second(tmp_path):
+    from conceptkit.pipelines.build import format_summary
+
+    items = write_csv(tmp_path / "items.csv", demo_rows(per_class=4, classes=["cooking", "music"]))
+    with FakeLLM(DEMO_ANSWERS, latency_s=1.2) as fake:
+        summary = run_build(load_config(None, fake_overrides(fake, tmp_path, items, llm={"concurrency": 1})))
+    text = format_summary(summary)
+    rate = summary.llm["completion_tokens"] / summary.timings_s["generate"]
+    assert summary.llm["completion_tokens"] > 0 and f"{rate:.1f} completion tokens/s" in text

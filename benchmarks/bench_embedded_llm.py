@@ -1,0 +1,100 @@
+"""Peak generation throughput of the embedded llama.cpp server on this machine, over parallel slots and threads,
+the way llama.cpp's batched bench measures it: P concurrent requests decoding together, aggregate completion
+tokens per second of wall time.
+
+For every (threads, slots) setting the server is started fresh (``python -m conceptkit.pipelines.generation.server
+--parallel P --threads T``), warmed with one request, then P requests are sent at once, each asking for a long
+list at temperature 0 with ``max_tokens`` (default 128); tokens/s = the sum of their completion tokens / the wall
+time from the first send to the last answer. Prompt tokens are reported beside it. ``--build-manifest RUN``
+adds a line for a finished build: its completion tokens over its generation stage time, and that as a share of
+the peak measured here.
+
+    python benchmarks/bench_embedded_llm.py --threads 1 2 --slots 1 2 4 8 [--build-manifest runs/demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+PROMPT = ("List 60 different everyday objects, one per line, numbered, with a short description of each. "
+          "Do not stop early.")
+
+
+def ask(port: int, max_tokens: int) -> dict:
+    body = json.dumps({"model": "x", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens,
+                       "temperature": 0}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=900) as r:
+        return json.loads(r.read())["usage"]
+
+
+def measure(threads: int, slots: int, port: int, max_tokens: int) -> dict:
+    from conceptkit.pipelines.generation.server import is_healthy
+
+    proc = subprocess.Popen([sys.executable, "-m", "conceptkit.pipelines.generation.server", "--port", str(port),
+                             "--parallel", str(slots), "--threads", str(threads)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not is_healthy(port):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"server (threads {threads}, slots {slots}) did not start")
+            time.sleep(0.5)
+        ask(port, 8)  # warm-up
+        t = time.perf_counter()
+        with cf.ThreadPoolExecutor(slots) as pool:
+            usages = list(pool.map(lambda _: ask(port, max_tokens), range(slots)))
+        wall = time.perf_counter() - t
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    completion = sum(u["completion_tokens"] for u in usages)
+    return {"threads": threads, "slots": slots, "completion_tokens": completion,
+            "prompt_tokens": sum(u["prompt_tokens"] for u in usages), "wall_s": round(wall, 2),
+            "tokens_s": round(completion / wall, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--slots", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--port", type=int, default=8799)
+    parser.add_argument("--build-manifest", help="a run directory whose build's generation to compare")
+    args = parser.parse_args(argv)
+    print(f"machine: {platform.machine()} {os.cpu_count()} cores; {datetime.now(timezone.utc).isoformat(timespec='minutes')}; "
+          f"command: python benchmarks/bench_embedded_llm.py {' '.join(sys.argv[1:])}\n", flush=True)
+    print("| threads | slots | completion tokens | wall (s) | tokens/s |")
+    print("|---:|---:|---:|---:|---:|")
+    rows = []
+    for threads in args.threads:
+        for slots in args.slots:
+            row = measure(threads, slots, args.port, args.max_tokens)
+            rows.append(row)
+            print(f"| {threads} | {slots} | {row['completion_tokens']} | {row['wall_s']} | {row['tokens_s']} |",
+                  flush=True)
+    peak = max(rows, key=lambda r: r["tokens_s"])
+    print(f"\npeak: {peak['tokens_s']} tokens/s at {peak['threads']} threads x {peak['slots']} slots")
+    if args.build_manifest:
+        manifest = json.loads((Path(args.build_manifest) / "manifest.json").read_text())
+        tokens = manifest["llm"]["completion_tokens"]
+        seconds = manifest["timings_s"].get("generate") or manifest["timings_s"].get("rounds")
+        if tokens and seconds:
+            print(f"build {args.build_manifest}: {tokens} completion tokens in {seconds:.1f} s of generation = "
+                  f"{tokens / seconds:.2f} tokens/s, {tokens / seconds / peak['tokens_s']:.2f} of the peak")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
