@@ -56,7 +56,7 @@ class CudaEncoder:
     """One model on one CUDA device; a pool of tokenising processes (``workers``, default cores - 2)."""
 
     def __init__(self, model_dir: str, *, device: str = "cuda", dtype: str = "float16", batch_size: int = 1024,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, timeout_s: float = 300.0) -> None:
         import torch
         from transformers import AutoModel
 
@@ -70,6 +70,7 @@ class CudaEncoder:
         self.device = torch.device(device)
         self.dtype = getattr(torch, dtype)
         self.batch_size = batch_size
+        self.timeout_s = timeout_s
         self.workers = workers or max(1, (os.cpu_count() or 2) - 2)
         # The pool starts before CUDA work in this process would make fork unsafe: spawn is used regardless.
         self._pool = mp.get_context("spawn").Pool(self.workers, _init_worker, (self.tokenizer_file, self.max_length))
@@ -92,7 +93,14 @@ class CudaEncoder:
         order = np.argsort([-len(t) for t in texts], kind="stable")
         chunks = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         tokenised = self._pool.imap(_tokenize, ([texts[i] for i in c] for c in chunks), chunksize=1)
-        yield from zip(chunks, tokenised)
+        for chunk in chunks:
+            try:  # bounded: a pool whose workers cannot start (or died) would otherwise wait forever
+                ids = tokenised.next(timeout=self.timeout_s)
+            except mp.TimeoutError:
+                self.close()
+                raise RuntimeError(f"the tokenizer worker processes gave no batch in {self.timeout_s:.0f} s "
+                                   "(could they import conceptkit?)") from None
+            yield chunk, ids
 
     def _embed(self, ids_host):
         import torch

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import threading
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -154,6 +156,36 @@ class Objective(ABC):
         """f(A) for the set held by ``state``."""
 
 
+_THREADS = [0]  # 0: os.cpu_count()
+_LOCAL = threading.local()
+_PARALLEL_MIN_ELEMENTS = 1 << 22  # below this a call's blocks are evaluated in the calling thread
+
+
+def set_threads(n: int | None) -> None:
+    """Threads for large dense block evaluations (the first gains pass, pruning); None or 0: all cores.
+
+    numpy's element-wise kernels release the GIL, so blocks of rows evaluated in a thread pool use several
+    cores; small lazy-greedy batches stay in the calling thread (a task costs more than their arithmetic)."""
+    if n is not None and n < 0:
+        raise ValueError(f"threads must be >= 0, got {n}")
+    _THREADS[0] = n or 0
+
+
+def threads() -> int:
+    return _THREADS[0] or int(os.environ.get("CONCEPTKIT_THREADS", 0)) or (os.cpu_count() or 1)
+
+
+_POOLS: dict[int, Any] = {}
+
+
+def _pool(n: int):
+    from concurrent.futures import ThreadPoolExecutor
+
+    if n not in _POOLS:
+        _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="conceptkit-fl")
+    return _POOLS[n]
+
+
 def _dense_rows_gains(rows: np.ndarray, best: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """sum(max(rows - best, 0), axis=-1) as float64, in ``out`` (may be ``rows``) to spare allocations.
 
@@ -269,6 +301,9 @@ class FacilityLocation(Objective):
         if not len(idx):
             return np.zeros(0)
         step = max(1, _BLOCK_ELEMENTS // self.n_ground)
+        n_threads = threads()
+        if n_threads > 1 and len(idx) * self.n_ground >= _PARALLEL_MIN_ELEMENTS:
+            return self._parallel_gains(state, idx, min(step, -(-len(idx) // n_threads)), n_threads)
         if state.updates == 0:  # best == 0 and s >= 0: max(s - 0, 0) is s itself, summed the same way
             return np.concatenate([self._rows(idx[s : s + step]).sum(axis=1) for s in range(0, len(idx), step)]).astype(np.float64)
         scratch = self._scratch(min(step, len(idx)))
@@ -278,6 +313,21 @@ class FacilityLocation(Objective):
                 for s in range(0, len(idx), step)
             ]
         )
+
+    def _parallel_gains(self, state: _FacilityState, idx: np.ndarray, step: int, n_threads: int) -> np.ndarray:
+        """``gains`` of a large batch, blocks of ``step`` rows on a thread pool; each block's result is what the
+        serial path computes for that row (the same float32 sums along each row), so lazy == naive still holds."""
+        def block(lo: int) -> np.ndarray:
+            part = idx[lo : lo + step]
+            buffer = getattr(_LOCAL, "buffer", None)
+            if buffer is None or buffer.shape[0] < len(part) or buffer.shape[1] != self.n_ground:
+                buffer = _LOCAL.buffer = np.empty((max(len(part), step), self.n_ground), dtype=np.float32)
+            rows = self._rows(part, buffer)
+            if state.updates == 0:
+                return rows.sum(axis=1).astype(np.float64)
+            return _dense_rows_gains(rows, state.best, out=buffer[: len(part)])
+
+        return np.concatenate(list(_pool(n_threads).map(block, range(0, len(idx), step))))
 
     def _scratch(self, rows: int) -> np.ndarray:
         buffer = getattr(self, "_buffer", None)
@@ -319,18 +369,28 @@ class FacilityLocation(Objective):
         limit = min(int(_PRUNE_MAX_DENSITY * self.n * self.n_ground), _PRUNE_MAX_ENTRIES)
         step = max(1, _BLOCK_ELEMENTS // self.n_ground)
         counts, indices, data, total = [], [], [], 0
-        scratch = self._scratch(min(step, self.n))
-        mask_buffer = np.empty(scratch.shape, dtype=bool)
-        for s in range(0, self.n, step):
-            rows = self._rows(np.arange(s, min(s + step, self.n)), scratch)
-            mask = np.greater(rows, best, out=mask_buffer[: len(rows)])
+        n_threads = threads()
+        if n_threads > 1 and self.n * self.n_ground >= _PARALLEL_MIN_ELEMENTS:
+            step = max(1, min(step, -(-self.n // (4 * n_threads))))
+
+        def block(s: int):
+            rows = self._rows(np.arange(s, min(s + step, self.n)))
+            mask = rows > best
             flat = np.flatnonzero(mask)
-            counts.append(np.count_nonzero(mask, axis=1))
-            total += flat.size
+            return np.count_nonzero(mask, axis=1), (flat % self.n_ground).astype(np.int32), rows.ravel()[flat]
+
+        starts = list(range(0, self.n, step))
+        wave = max(1, n_threads)
+        for w in range(0, len(starts), wave):  # a wave at a time: stop as soon as the live set is too large
+            parts = (list(_pool(n_threads).map(block, starts[w : w + wave])) if n_threads > 1
+                     else [block(x) for x in starts[w : w + wave]])
+            for c, i, d in parts:
+                counts.append(c)
+                indices.append(i)
+                data.append(d)
+                total += i.size
             if total > limit:
                 return
-            indices.append((flat % self.n_ground).astype(np.int32))
-            data.append(rows.ravel()[flat])
         counts_all = np.concatenate(counts)
         state.live = _Rows(
             np.concatenate(([0], np.cumsum(counts_all))), np.concatenate(indices), np.concatenate(data)

@@ -428,3 +428,26 @@ def test_direction_keeps_a_concept_from_being_picked_for_a_class_it_does_not_poi
     assert sm.class_direction(association, "strongest")[0].tolist() == [1.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="direction"):
         sm.select_labo(x, membership, class_association=association, k_per_class=1, direction="sideways")
+
+
+@pytest.mark.parametrize("metric", ["precomputed", "cosine"])
+def test_threads_give_the_same_selection_as_one_thread(monkeypatch, metric):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1500, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    data = np.maximum(x @ x.T, 0) if metric == "precomputed" else x
+    monkeypatch.setattr(sm, "_PARALLEL_MIN_ELEMENTS", 1)  # every batch through the pool
+    monkeypatch.setattr(sm, "_PRUNE_MIN_GROUND", 64)
+    results = {}
+    for n in (1, 4):
+        sm.set_threads(n)
+        try:
+            results[n] = sm.facility_location_greedy(data, 150, metric=metric)
+        finally:
+            sm.set_threads(None)
+    assert results[1].selected.tolist() == results[4].selected.tolist()
+    assert results[1].objective == pytest.approx(results[4].objective, rel=1e-9)
+    naive = sm.facility_location_greedy(data, 150, metric=metric, optimizer="naive")
+    assert naive.selected.tolist() == results[4].selected.tolist()
+    with pytest.raises(ValueError, match="threads"):
+        sm.set_threads(-1)
