@@ -234,7 +234,8 @@ def _run_build(cfg: BuildConfig, out: Path, *, argv: list[str] | None, cached_on
 
                 cfg.cache_path().mkdir(parents=True, exist_ok=True)
                 try:
-                    stack.enter_context(EmbeddedServer(cfg.llm.embedded_port, log_path=cfg.cache_path() / "llm-server.log"))
+                    stack.enter_context(EmbeddedServer(cfg.llm.embedded_port, log_path=cfg.cache_path() / "llm-server.log",
+                                                       parallel=min(max(cfg.llm.concurrency, 1), 16)))
                 except EmbeddedModelError as exc:
                     raise UserError(str(exc)) from None
             else:

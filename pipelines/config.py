@@ -59,7 +59,7 @@ class LLMConfig(_Frozen):
     max_tokens: int = Field(320, ge=16)
     seed: int | None = 0
     samples: int = Field(1, ge=1, le=16)
-    concurrency: int = Field(4, ge=1, le=1024)
+    concurrency: int = Field(8, ge=1, le=1024)  # also the embedded server's slots (at most 16)
     # Per-request timeout; default 120 s for a remote endpoint, 900 s for the embedded model (a CPU shared with
     # the pipeline can take minutes per answer, and a timed-out request starts again from nothing).
     timeout_s: float | None = Field(None, gt=0)

@@ -81,7 +81,7 @@ def is_healthy(port: int, *, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def serve(port: int, *, parallel: int = 4, threads: int | None = None, ctx_per_slot: int = 2048) -> None:
+def serve(port: int, *, parallel: int = 8, threads: int | None = None, ctx_per_slot: int = 2048) -> None:
     """Run the server in this process until interrupted (binds 127.0.0.1 only)."""
     import xllamacpp as xl
 
@@ -92,9 +92,10 @@ def serve(port: int, *, parallel: int = 4, threads: int | None = None, ctx_per_s
     params.load_mode = xl.llama_load_mode.LLAMA_LOAD_MODE_NONE
     params.n_parallel = parallel
     params.n_ctx = ctx_per_slot * parallel
-    # One core is left to the pipeline (item embedding runs while the model generates); on a busy 2-core machine
-    # two llama.cpp threads fell to 0.4 tokens/s per slot, one thread kept 5-13 (benchmarks/README.md).
-    n_threads = threads or max(1, (os.cpu_count() or 2) - 1)
+    # All cores, 8 slots: measured on this 2-core machine (benchmarks/bench_embedded_llm.py), 2 threads x 8 slots
+    # gave 24.5 tokens/s against 12.8 for 1 thread x 4 (the earlier default, chosen when another engineer's
+    # server shared the cores); the in-process runner does not embed items while the model generates.
+    n_threads = threads or max(1, os.cpu_count() or 1)
     params.cpuparams.n_threads = n_threads
     params.cpuparams_batch.n_threads = n_threads
     params.model_alias = MODEL_NAME
@@ -110,8 +111,11 @@ def serve(port: int, *, parallel: int = 4, threads: int | None = None, ctx_per_s
 class EmbeddedServer:
     """Context manager: a healthy embedded server on ``port`` for the duration of the block."""
 
-    def __init__(self, port: int, *, startup_timeout_s: float = 300.0, log_path: Path | None = None) -> None:
+    def __init__(self, port: int, *, startup_timeout_s: float = 300.0, log_path: Path | None = None,
+                 parallel: int = 8, threads: int | None = None) -> None:
         self.port = port
+        self.parallel = parallel
+        self.threads = threads
         self.startup_timeout_s = startup_timeout_s
         self.log_path = log_path
         self._proc: subprocess.Popen | None = None
@@ -131,7 +135,8 @@ class EmbeddedServer:
         model_file()  # assemble (and checksum) before the child starts, so errors surface here
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "conceptkit.pipelines.generation.server", "--port", str(self.port)],
+            [sys.executable, "-m", "conceptkit.pipelines.generation.server", "--port", str(self.port),
+             "--parallel", str(self.parallel), *(["--threads", str(self.threads)] if self.threads else [])],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -162,7 +167,7 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="Serve the embedded LLM on 127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     serve(args.port, parallel=args.parallel, threads=args.threads)
