@@ -60,6 +60,7 @@ class TextEmbedder:
                             or Path.home() / ".cache" / "conceptkit" / "onnx")
         self._model = None
         self._onnx = None
+        self._cuda = None
 
     def _onnx_encoder(self):
         if self._onnx is None:
@@ -102,10 +103,39 @@ class TextEmbedder:
                 self._model = _LOADED[key]
         return self._model
 
+    def _cuda_encoder(self):
+        """The fast CUDA path (``annotators/cuda_encoder.py``) for a CUDA device and a supported local model, else
+        None (plain ``SentenceTransformer.encode``). ``CONCEPTKIT_PLAIN_CUDA=1`` turns it off."""
+        if self._cuda is None:
+            self._cuda = False
+            if self.backend == "torch" and self.device.startswith("cuda") and not os.environ.get("CONCEPTKIT_PLAIN_CUDA"):
+                from conceptkit.annotators.onnx_backend import BackendError, check_supported
+
+                path, _ = resolve_model(self.model_name)
+                try:
+                    supported = Path(path).is_dir() and (Path(path) / "tokenizer.json").exists()
+                    supported = supported and bool(check_supported(Path(path)))
+                except BackendError:
+                    supported = False
+                if supported:
+                    from conceptkit.annotators.cuda_encoder import CudaEncoder
+
+                    workers = int(os.environ.get("CONCEPTKIT_TOKENIZER_WORKERS", 0)) or None
+                    key = ("cuda", path, self.device, self.batch_size, workers)
+                    with _LOADED_LOCK:
+                        if key not in _LOADED:
+                            # GPUs want large batches: the CPU-tuned default (32) becomes 1024 here.
+                            _LOADED[key] = CudaEncoder(path, device=self.device, workers=workers,
+                                                       batch_size=self.batch_size if self.batch_size >= 256 else 1024)
+                        self._cuda = _LOADED[key]
+        return self._cuda or None
+
     @property
     def dimension(self) -> int:
         if self.backend != "torch":
             return self._onnx_encoder().dimension
+        if self._cuda_encoder() is not None:
+            return self._cuda_encoder().dimension
         model = self.load()
         dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(dim())
@@ -145,10 +175,16 @@ class TextEmbedder:
         if len(texts) == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
         texts = list(texts)
-        step = len(texts) if on_batch is None else PROGRESS_CHUNK
+        cuda = self._cuda_encoder()
+        step = len(texts) if on_batch is None else PROGRESS_CHUNK * (16 if cuda is not None else 1)
         parts = []
         for start in range(0, len(texts), step):
             chunk = texts[start:start + step]
+            if cuda is not None:
+                parts.append(cuda.encode(chunk))
+                if on_batch is not None:
+                    on_batch(len(chunk))
+                continue
             if self.backend != "torch":
                 parts.append(self._onnx_encoder().encode(chunk))
                 if on_batch is not None:
