@@ -62,6 +62,12 @@ class TextEmbedder:
         self._onnx = None
         self._cuda = None
 
+    @classmethod
+    def from_config(cls, embedding) -> "TextEmbedder":
+        """The embedder an ``embedding:`` config section describes (model, device, threads, batch_size, backend)."""
+        return cls(embedding.model, device=embedding.device, threads=embedding.threads,
+                   batch_size=embedding.batch_size, backend=embedding.backend)
+
     def _onnx_encoder(self):
         if self._onnx is None:
             from conceptkit.annotators.onnx_backend import OnnxEncoder

@@ -136,8 +136,7 @@ def _check_backend(cfg: BuildConfig, loaded) -> None:
         raise UserError(f"embedding backend {cfg.embedding.backend!r} embeds texts only; image items need "
                         "--embedding-backend torch")
     try:
-        TextEmbedder(cfg.embedding.model, device=cfg.embedding.device, threads=cfg.embedding.threads,
-                     backend=cfg.embedding.backend).dimension
+        TextEmbedder.from_config(cfg.embedding).dimension
     except BackendError as exc:
         raise UserError(str(exc)) from None
 
@@ -147,24 +146,15 @@ def mined_candidates(cfg: BuildConfig, loaded) -> list[dict]:
     or ``generation.mine_per_class: 0``."""
     if not cfg.generation.mine_per_class or loaded.modality != "text" or not loaded.labelled:
         return []
-    from conceptkit.pipelines.generation.mining import mine_phrases
+    from conceptkit.pipelines.generation.mining import candidate_rows, mine_phrases
+    from conceptkit.pipelines.readers.items import labelled_train
 
-    t = loaded.table
-    rows = [(text or "", label) for text, label, split, dup in zip(
-        t.column("text").to_pylist(), t.column("label").to_pylist(), t.column("split").to_pylist(),
-        t.column("duplicate").to_pylist()) if label is not None and split == "train" and not dup]
-    phrases = mine_phrases([r[0] for r in rows], [r[1] for r in rows], loaded.classes,
+    rows = labelled_train(loaded)
+    phrases = mine_phrases([text for _, text, _ in rows], [label for _, _, label in rows], loaded.classes,
                            per_class=cfg.generation.mine_per_class, max_words=cfg.generation.mine_max_words,
                            min_items=cfg.generation.mine_min_items)
-    per_class: dict[str, int] = {}
-    out = []
-    for m in phrases:
-        position = per_class[m.class_name] = per_class.get(m.class_name, -1) + 1
-        out.append({"position": position, "raw": m.phrase, "classes": [m.class_name], "prompt_id": "mined",
-                    "prompt": f"held by {m.items} train items of the class, precision {m.precision:.2f}",
-                    "model": "mined", "sample": 0, "source": "mined"})
-    logger.info("mined %d candidate phrases from %d labelled train items", len(out), len(rows))
-    return out
+    logger.info("mined %d candidate phrases from %d labelled train items", len(phrases), len(rows))
+    return candidate_rows(phrases)
 
 
 def run_build(cfg: BuildConfig, *, argv: list[str] | None = None, cached_only: bool = False) -> BuildSummary:

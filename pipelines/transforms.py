@@ -23,7 +23,7 @@ from apache_beam.metrics import Metrics
 
 from conceptkit.pipelines.config import AnnotationConfig, EmbeddingConfig, FilterConfig, SelectionConfig
 from conceptkit.pipelines.generation.client import ClientSettings
-from conceptkit.pipelines.generation.parse import ParseError, answer_parses, parse_candidates
+from conceptkit.pipelines.generation.parse import ParseError, answer_parses, max_concepts_per_answer, parse_candidates
 from conceptkit.pipelines.generation.prompts import ConceptRequest, concepts_schema
 from conceptkit.pipelines.readers.items import image_rules
 
@@ -51,11 +51,6 @@ def reject(stage: str, key: str, reason: str, detail: str | None = None, raw: st
     """A rejects.parquet row; ``detail`` and ``raw`` are capped (a 20 MB answer is evidence enough at 20 KB)."""
     return {"stage": stage, "key": key, "reason": reason, "detail": detail[:1000] if detail else detail,
             "raw": raw[:RAW_CHARS] if raw else raw}
-
-
-def max_concepts_per_answer(asked: int) -> int:
-    """How many concepts of one answer are kept: a few times what was asked; the rest is a runaway list."""
-    return max(4 * asked, 50)
 
 
 class ReadItemGroup(beam.DoFn):
@@ -221,10 +216,7 @@ class EmbedItems(_Progressing):
         from conceptkit.annotators.embedding import TextEmbedder
 
         super().setup()
-        self.embedder = TextEmbedder(
-            self.cfg.model, device=self.cfg.device, threads=self.cfg.threads, batch_size=self.cfg.batch_size,
-            backend=self.cfg.backend,
-        )
+        self.embedder = TextEmbedder.from_config(self.cfg)
         # The model loads on first use, inside process(): its load time counts as embed_items, not runner time.
 
     def _embed_images(self, rows: list[dict]):
@@ -390,28 +382,19 @@ class FilterCandidates(beam.DoFn):
     def setup(self) -> None:
         from conceptkit.annotators.embedding import TextEmbedder
 
-        self.embedder = TextEmbedder(
-            self.embedding.model, device=self.embedding.device, threads=self.embedding.threads,
-            batch_size=self.embedding.batch_size, backend=self.embedding.backend,
-        )
+        self.embedder = TextEmbedder.from_config(self.embedding)
 
     def process(self, rows: list[dict]):
-        from conceptkit.pipelines.selection.filters import Candidate, filter_embedded, filter_text
+        from conceptkit.pipelines.selection.filters import Candidate, filter_candidates
 
         with timed("filter"):
-            # Stable order whatever the runner delivered: by class, prompt, sample, then the LLM's own order.
             candidates = [Candidate(**row) for row in rows]
-            candidates.sort(key=lambda c: (self.classes.index(c.classes[0]), c.prompt_id, c.sample, c.position))
-            filter_text(candidates, self.filters, classes=self.classes, domain=self.domain)
-            accepted = [c for c in candidates if c.status == "accepted"]
-            emb, _ = self.embedder.encode_cached([c.concept for c in accepted], self.cache_dir)
-            names, _ = self.embedder.encode_cached(self.classes, self.cache_dir)
-            filter_embedded(candidates, emb, dict(zip(self.classes, names)), self.filters)
-            keep = [i for i, c in enumerate(accepted) if c.status == "accepted"]
-        counter("candidates_accepted").inc(len(keep))
+            accepted, emb = filter_candidates(candidates, self.classes, self.filters, self.embedder, self.cache_dir,
+                                              domain=self.domain)
+        counter("candidates_accepted").inc(len(accepted))
         counter("candidates_merged").inc(sum(c.status == "merged" for c in candidates))
         counter("candidates_rejected").inc(sum(c.status == "rejected" for c in candidates))
-        yield {"candidates": candidates, "accepted": [accepted[i] for i in keep], "embeddings": emb[keep]}
+        yield {"candidates": candidates, "accepted": accepted, "embeddings": emb}
 
 
 class SelectConcepts(beam.DoFn):

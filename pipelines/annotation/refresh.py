@@ -288,8 +288,7 @@ def _refresh_run(
 
     t = time.perf_counter()
     if todo and embedder is None:
-        embedder = TextEmbedder(cfg.embedding.model, device=cfg.embedding.device, threads=cfg.embedding.threads,
-                                batch_size=cfg.embedding.batch_size, backend=cfg.embedding.backend)
+        embedder = TextEmbedder.from_config(cfg.embedding)
     from conceptkit.pipelines.runs.run import open_run
 
     embedding_cache = str(open_run(run_dir).cache_dir() / "embeddings") if cfg.embedding.cache else None

@@ -110,3 +110,16 @@ def mine_phrases(
         out.extend(MinedPhrase(gram, name, round(score, 6), held, round(precision, 4))
                    for score, gram, held, precision in scored[:per_class])
     return out
+
+
+def candidate_rows(phrases: Sequence[MinedPhrase]) -> list[dict]:
+    """Candidate rows (``source="mined"``, ``prompt`` saying how the phrase was found) of mined phrases, with
+    each phrase's rank in its class as its position."""
+    rank: dict[str, int] = {}
+    out = []
+    for m in phrases:
+        position = rank[m.class_name] = rank.get(m.class_name, -1) + 1
+        out.append({"position": position, "raw": m.phrase, "classes": [m.class_name], "prompt_id": "mined",
+                    "prompt": f"held by {m.items} train items of the class, precision {m.precision:.2f}",
+                    "model": "mined", "sample": 0, "source": "mined"})
+    return out

@@ -75,6 +75,11 @@ def parse_candidates(text: str | None) -> list[str]:
     raise ParseError("unparseable", "answer is neither JSON nor a list")
 
 
+def max_concepts_per_answer(asked: int) -> int:
+    """How many concepts of one answer are kept: a few times what was asked; the rest is a runaway list."""
+    return max(4 * asked, 50)
+
+
 def answer_parses(text: str | None) -> bool:
     """Whether an answer holds a concept list: only those are cached (a bad answer is asked again next time)."""
     try:

@@ -53,19 +53,16 @@ def train_sample(cfg, loaded) -> TrainSample | None:
         return None
     from conceptkit.annotators.embedding import TextEmbedder
 
-    t = loaded.table
+    from conceptkit.pipelines.readers.items import labelled_train
+
     by_class: dict[str, list[tuple[str, str]]] = {}
-    for item_id, text, label, split, dup in zip(t.column("item_id").to_pylist(), t.column("text").to_pylist(),
-                                                t.column("label").to_pylist(), t.column("split").to_pylist(),
-                                                t.column("duplicate").to_pylist()):
-        if label is not None and split == "train" and not dup and text and text.strip():
-            if len(text) <= cfg.items.max_text_chars:
-                by_class.setdefault(label, []).append((hashlib.sha256(str(item_id).encode()).hexdigest(), text))
+    for item_id, text, label in labelled_train(loaded):
+        if text.strip() and len(text) <= cfg.items.max_text_chars:
+            by_class.setdefault(label, []).append((hashlib.sha256(str(item_id).encode()).hexdigest(), text))
     texts = {c: [text for _, text in sorted(by_class[c])[:SAMPLE_PER_CLASS]] for c in loaded.classes if c in by_class}
     if not texts:
         return None
-    embedder = TextEmbedder(cfg.embedding.model, device=cfg.embedding.device, threads=cfg.embedding.threads,
-                            batch_size=cfg.embedding.batch_size, backend=cfg.embedding.backend)
+    embedder = TextEmbedder.from_config(cfg.embedding)
     cache = str(cfg.cache_path() / "embeddings") if cfg.embedding.cache else None
     flat = [text for c in texts for text in texts[c]]
     vectors, computed = embedder.encode_cached(flat, cache)
@@ -94,8 +91,9 @@ def contrastive_request(cls: str, other: str, *, domain: str, n: int, round_no: 
     a, b = json.dumps(cls, ensure_ascii=False), json.dumps(other, ensure_ascii=False)
     question = (f"In {domain}, what tells items of class {a} apart from items of class {b}? List properties that "
                 f"items of {a} have and items of {b} lack.")
-    return ConceptRequest(cls, f"round{round_no}-vs-{other}", question, 0, n, "", domain, (), tuple(examples),
-                          other, tuple(other_examples))
+    return ConceptRequest(class_name=cls, prompt_id=f"round{round_no}-vs-{other}", question=question, sample=0, n=n,
+                          domain=domain, examples=tuple(examples), contrast_class=other,
+                          contrast_examples=tuple(other_examples))
 
 
 @dataclass
@@ -124,7 +122,7 @@ class RoundRecord:
 
 
 def _candidates_of(requests, results, model: str) -> list:
-    from conceptkit.pipelines.generation.parse import ParseError, parse_candidates
+    from conceptkit.pipelines.generation.parse import ParseError, max_concepts_per_answer, parse_candidates
     from conceptkit.pipelines.selection.filters import Candidate
 
     out = []
@@ -135,7 +133,7 @@ def _candidates_of(requests, results, model: str) -> list:
             concepts = parse_candidates(result.content)
         except ParseError:
             continue
-        for position, concept in enumerate(concepts[: max(4 * request.n, 50)]):
+        for position, concept in enumerate(concepts[: max_concepts_per_answer(request.n)]):
             out.append(Candidate(raw=concept, classes=[request.class_name], prompt_id=request.prompt_id,
                                  prompt=request.question, model=model, sample=request.sample, position=position))
     return out
@@ -145,21 +143,14 @@ def evaluate_round(cfg, classes: Sequence[str], sample: TrainSample, candidates:
     """Filter and select ``candidates`` as the graph does, then (validation accuracy, per-class recall,
     confusion matrix, accepted, selected)."""
     from conceptkit.pipelines.evaluation import models
-    from conceptkit.pipelines.selection.filters import filter_embedded, filter_text
+    from conceptkit.pipelines.selection.filters import filter_candidates
     from conceptkit.pipelines.selection.stage import select_concepts
 
     classes = [c for c in classes if c in sample.texts]
     candidates = [c for c in candidates if c.classes[0] in classes]
-    candidates.sort(key=lambda c: (classes.index(c.classes[0]), c.prompt_id, c.sample, c.position))
-    filter_text(candidates, cfg.filters, classes=classes, domain=cfg.generation.domain)
-    accepted = [c for c in candidates if c.status == "accepted"]
+    accepted, emb = filter_candidates(candidates, classes, cfg.filters, embedder, cache, domain=cfg.generation.domain)
     if not accepted:
         return 0.0, {}, None, 0, 0
-    emb, _ = embedder.encode_cached([c.concept for c in accepted], cache)
-    names, _ = embedder.encode_cached(list(classes), cache)
-    filter_embedded(candidates, emb, dict(zip(classes, names)), cfg.filters)
-    keep = [i for i, c in enumerate(accepted) if c.status == "accepted"]
-    accepted, emb = [accepted[i] for i in keep], emb[keep]
     means = {}
     for c in classes:
         m = sample.vectors[c][sample.fit[c]].mean(axis=0)
@@ -207,8 +198,7 @@ def run_rounds(cfg, classes: Sequence[str], base: list[ConceptRequest], sample: 
     from conceptkit.pipelines.generation.client import LLMCache
     from conceptkit.pipelines.progress import Progress
 
-    embedder = TextEmbedder(cfg.embedding.model, device=cfg.embedding.device, threads=cfg.embedding.threads,
-                            batch_size=cfg.embedding.batch_size, backend=cfg.embedding.backend)
+    embedder = TextEmbedder.from_config(cfg.embedding)
     cache = str(cfg.cache_path() / "embeddings") if cfg.embedding.cache else None
     llm_cache = LLMCache(client.settings.cache_path) if client.settings.cache_path else None
     examples = class_examples(sample, 2, cfg.generation.example_chars)
@@ -271,7 +261,7 @@ def mined_pool(cfg, classes: Sequence[str], sample: TrainSample) -> list:
     with the mined concepts it will be selected beside."""
     if not cfg.generation.mine_per_class:
         return []
-    from conceptkit.pipelines.generation.mining import mine_phrases
+    from conceptkit.pipelines.generation.mining import candidate_rows, mine_phrases
     from conceptkit.pipelines.selection.filters import Candidate
 
     texts, labels = [], []
@@ -282,5 +272,4 @@ def mined_pool(cfg, classes: Sequence[str], sample: TrainSample) -> list:
                 labels.append(c)
     phrases = mine_phrases(texts, labels, list(classes), per_class=cfg.generation.mine_per_class,
                            max_words=cfg.generation.mine_max_words, min_items=cfg.generation.mine_min_items)
-    return [Candidate(raw=m.phrase, classes=[m.class_name], prompt_id="mined", prompt="", model="mined", sample=0,
-                      position=i, source="mined") for i, m in enumerate(phrases)]
+    return [Candidate(**row) for row in candidate_rows(phrases)]

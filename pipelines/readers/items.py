@@ -38,6 +38,16 @@ class LoadedItems:
     has_split_column: bool = False  # the file said each item's split (else: items.holdout decided)
 
 
+def labelled_train(loaded: LoadedItems) -> list[tuple[str, str, str]]:
+    """(item id, text, label) of every labelled, non-duplicate item of the train split, in input order (a
+    missing text is ""): what mining and the generation sample learn from; the held-out splits never are."""
+    t = loaded.table
+    return [(item_id, text or "", label) for item_id, text, label, split, dup in zip(
+        t.column("item_id").to_pylist(), t.column("text").to_pylist(), t.column("label").to_pylist(),
+        t.column("split").to_pylist(), t.column("duplicate").to_pylist())
+        if label is not None and split == "train" and not dup]
+
+
 def detect_format(path: Path, declared: str) -> str:
     if declared != "auto":
         return declared

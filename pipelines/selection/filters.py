@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -123,12 +124,15 @@ def leaks_name(concept: str, names: Iterable[str]) -> str | None:
     return None
 
 
-def content_words(text: str) -> set[str]:
-    """The words of ``text`` that carry meaning (no English stop words), singular."""
+@lru_cache(maxsize=4096)
+def content_words(text: str) -> frozenset[str]:
+    """The words of ``text`` that carry meaning (no English stop words), singular. Cached: every candidate asks
+    for its class names' and its prompt's words, which are few and repeat."""
     from conceptkit.pipelines.generation.mining import stop_words
 
     stop = stop_words()
-    return {_singular(w) for w in re.findall(r"[^\W_]+", normalize_concept(text).replace("_", " ")) if w not in stop}
+    return frozenset(_singular(w) for w in re.findall(r"[^\W_]+", normalize_concept(text).replace("_", " "))
+                     if w not in stop)
 
 
 def fragment_of(concept: str, names: Iterable[str]) -> str | None:
@@ -141,7 +145,7 @@ def fragment_of(concept: str, names: Iterable[str]) -> str | None:
     return None
 
 
-def echoes(concept: str, echo_words: set[str]) -> bool:
+def echoes(concept: str, echo_words: frozenset[str]) -> bool:
     """Every content word of ``concept`` is a word of the prompt or the domain ("trivia questions")."""
     words = content_words(concept)
     return bool(words) and words <= echo_words
@@ -221,6 +225,23 @@ def filter_embedded(
             if j > i and keep[j]:
                 accepted[j].merge_into(cand, "near_duplicate")
                 keep[j] = False
+
+
+def filter_candidates(
+    candidates: list[Candidate], classes: Sequence[str], cfg: FilterConfig, embedder, cache_dir, *, domain: str = ""
+) -> tuple[list[Candidate], np.ndarray]:
+    """Both passes over ``candidates`` (sorted in place into a stable order whatever the runner delivered: by
+    class, prompt, sample, then the answer's own order): the accepted candidates and their unit-norm embeddings
+    (through ``embedder.encode_cached`` and ``cache_dir``). Every candidate's class must be in ``classes``."""
+    classes = list(classes)
+    candidates.sort(key=lambda c: (classes.index(c.classes[0]), c.prompt_id, c.sample, c.position))
+    filter_text(candidates, cfg, classes=classes, domain=domain)
+    accepted = [c for c in candidates if c.status == "accepted"]
+    emb, _ = embedder.encode_cached([c.concept for c in accepted], cache_dir)
+    names, _ = embedder.encode_cached(classes, cache_dir)
+    filter_embedded(candidates, emb, dict(zip(classes, names)), cfg)
+    keep = [i for i, c in enumerate(accepted) if c.status == "accepted"]
+    return [accepted[i] for i in keep], emb[keep]
 
 
 def count_by_status(candidates: Iterable[Candidate]) -> dict[str, int]:
