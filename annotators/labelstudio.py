@@ -200,13 +200,15 @@ class LabelStudioClient:
         found = [p for p in self.projects() if (p.get("description") or "").strip() == marker]
         return min(found, key=lambda p: p["id"]) if found else None
 
-    def ensure_project(self, *, marker: str, title: str, label_config: str) -> tuple[dict[str, Any], bool]:
-        """Create the project identified by ``marker`` or bring its title and labeling config up to date.
+    def ensure_project(self, *, marker: str, title: str, label_config: str,
+                       settings: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
+        """Create the project identified by ``marker`` or bring its title, labeling config and ``settings``
+        (other project fields: instructions, overlap) up to date.
 
-        Returns (project, created). The labeling config is only replaced when it differs.
+        Returns (project, created). A field is only sent when it differs.
         """
         project = self.find_project(marker)
-        fields = {"title": title[:TITLE_MAX], "label_config": label_config}
+        fields = {"title": title[:TITLE_MAX], "label_config": label_config, **(settings or {})}
         if project is None:
             body = dict(fields, description=marker, show_collab_predictions=True)
             created = self.request("POST", "/api/projects/", what="create project", json=body).json()
@@ -354,6 +356,7 @@ def push_tasks(
     run_id: str,
     tasks: Sequence[Mapping[str, Any]],
     batch_size: int = 200,
+    settings: Mapping[str, Any] | None = None,
 ) -> PushResult:
     """Bring the project identified by ``marker`` up to date with ``tasks`` (Label Studio JSON with a
     ``data.task_key`` and ``data.fingerprint`` and one prediction each). Idempotent; see the module docstring."""
@@ -362,7 +365,8 @@ def push_tasks(
     keys = [t["data"]["task_key"] for t in tasks]
     if len(set(keys)) != len(keys):
         raise ValueError("task keys must be unique within a push")
-    project, created = client.ensure_project(marker=marker, title=title, label_config=label_config)
+    project, created = client.ensure_project(marker=marker, title=title, label_config=label_config,
+                                             settings=settings)
     project_id = project["id"]
     result = PushResult(project_id=project_id, created_project=created)
     existing = {} if created else client.existing_keys(project_id)
@@ -417,6 +421,16 @@ def _results(annotation: Mapping[str, Any], name: str) -> list[Any]:
     return []
 
 
+def _ticked(annotation: Mapping[str, Any]) -> set[str]:
+    """Item review: every concept ticked in any of the checklists (``concepts`` or ``concepts__<k>``)."""
+    out: set[str] = set()
+    for result in annotation.get("result") or []:
+        name = str(result.get("from_name") or "")
+        if name == CONCEPTS or name.startswith(f"{CONCEPTS}__"):
+            out.update((result.get("value") or {}).get("choices") or [])
+    return out
+
+
 def _annotations(task: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
     for annotation in task.get("annotations") or []:
         if not annotation.get("was_cancelled"):
@@ -446,8 +460,10 @@ def verified_rows(
                 "review": mode, "source": "human", "edited_concept": None,
             }
             if mode == "item":
-                ticked = set(_results(annotation, CONCEPTS))
-                options = [o["value"] for o in data.get("options") or []] or list(data.get("concept_scores") or {})
+                ticked = _ticked(annotation)
+                # What the reviewer was shown: the task's own checklist (older pushes), else the run's whole list.
+                options = ([o["value"] for o in data.get("options") or []] or list(data.get("concept_scores") or {})
+                           or list(concept_ids))
                 judged = list(dict.fromkeys([*options, *sorted(ticked)]))
                 for concept in judged:
                     rows.append({**base, "item_id": data.get("item_id"), "concept": concept,

@@ -321,7 +321,10 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
     if shard_rows + item_rejects != n_in:
         raise RunError(f"item accounting failed: {n_in} items in, {shard_rows} annotated + {item_rejects} rejected")
     (run.path("labelstudio")).mkdir(exist_ok=True)
-    (run.path("labelstudio", "config.xml")).write_text(item_review_config(concepts.column("concept").to_pylist()))
+    from conceptkit.pipelines.review.tasks import concept_groups
+
+    groups = concept_groups(concepts.select(["concept_id", "concept", "picked_for"]).to_pylist())
+    (run.path("labelstudio", "config.xml")).write_text(item_review_config(groups=groups))
     _stage_timings(timings, metrics, started)
     from conceptkit.schemas.candidates import CANDIDATES
 

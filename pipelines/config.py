@@ -183,6 +183,12 @@ class AnnotationConfig(_Frozen):
     top_k: int = Field(5, ge=1)
     batch_size: int = Field(256, ge=1)
     rows_per_shard: int = Field(20_000, ge=1)  # items per work unit and per annotations shard
+    # The label rule (annotation/labels.py): a concept is shown when its double z-score (per concept over the
+    # items, then per item over the concepts) reaches this; chosen on TREC fine labels (benchmarks/bench_labels.py).
+    label_z: float = Field(3.0, gt=0, le=10)
+    # Class context for labelled items: a concept not proposed for the item's class needs this many more
+    # standard deviations; null turns it off, 100 is CB-LLM's ACC (never such a concept).
+    class_margin: float | None = Field(2.0, ge=0, le=1000)
 
 
 class RunnerConfig(_Frozen):

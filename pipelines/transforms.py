@@ -330,18 +330,37 @@ class ScoreHistograms(beam.DoFn):
             yield score_histograms(batch["embedding"] @ selection["matrix"].T)
 
 
-def calibrate(histograms: list[np.ndarray], n_concepts: int) -> np.ndarray:
-    """Summed histograms -> per-concept thresholds (Otsu; see pipelines/thresholds.py)."""
-    from conceptkit.pipelines.annotation.thresholds import BINS, otsu_thresholds
+def calibrate(histograms: list[np.ndarray], n_concepts: int, selection: dict, cfg: AnnotationConfig):
+    """Summed histograms + the concept set -> the run's label rule (per-concept statistics and each concept's
+    classes; see annotation/labels.py)."""
+    from conceptkit.pipelines.annotation.labels import from_histograms
+    from conceptkit.pipelines.annotation.thresholds import BINS
 
     total = np.zeros((n_concepts, BINS), dtype=np.int64)
     for h in histograms:
         total += h
-    return otsu_thresholds(total)
+    rule = from_histograms(total, z=cfg.label_z)
+    classes = [c["classes"] for c in selection["concepts"]]
+    if len(classes) != n_concepts:  # no concept selected: the build stops later with its own error
+        return rule
+    return rule.with_classes(classes, cfg.class_margin)
 
 
-def with_thresholds(selection: dict, thresholds: np.ndarray) -> list[dict]:
-    return [dict(c, threshold=float(thresholds[c["concept_id"]])) for c in selection["concepts"]]
+def with_thresholds(selection: dict, rule) -> list[dict]:
+    floor = rule.concept_floor()
+    return [dict(c, threshold=float(floor[c["concept_id"]])) for c in selection["concepts"]]
+
+
+class WriteRule(beam.DoFn):
+    """The label rule -> ``labels.json`` in the run."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+
+    def process(self, rule):
+        from conceptkit.pipelines.annotation.labels import save
+
+        yield str(save(self.run_dir, rule))
 
 
 def class_sums(batch: dict):
@@ -495,7 +514,7 @@ class AnnotateBatch(_Progressing):
             self._index_key = key
         return self._index
 
-    def process(self, group: int, selection: dict, thresholds: np.ndarray):
+    def process(self, group: int, selection: dict, rule):
         import json
 
         from conceptkit.annotators.embedding import annotate
@@ -507,7 +526,8 @@ class AnnotateBatch(_Progressing):
             batch = load_unit(self.units_dir, group)
             index, emb, names = self._index_for(selection)
             top_ids, top_scores, scores = annotate(batch["embedding"], emb, top_k=self.cfg.top_k, index=index)
-            present = scores >= thresholds[None, :]
+            margins = rule.margins(scores, batch["label"])
+            present = margins >= 0
             shard, tasks = [], []
             for i, item_id in enumerate(batch["item_id"]):
                 shard.append({
@@ -520,11 +540,11 @@ class AnnotateBatch(_Progressing):
                     "concept_ids": np.flatnonzero(present[i]).astype(np.int32).tolist(),
                     "scores": scores[i],
                 })
-                # Pre-ticked for review: the item's top concepts that reach their concept's threshold.
+                # Pre-ticked for review: exactly the item's binary labels (one rule everywhere).
                 task = item_task(
                     item_id=item_id, text=batch["text"][i], label=batch["label"][i], top_ids=top_ids[i].tolist(),
                     top_scores=top_scores[i].tolist(), concepts=names, run_id=self.run_id,
-                    ticked=[int(c) for c in top_ids[i] if present[i, c]],
+                    ticked=np.flatnonzero(present[i]).tolist(), uncertainty=float(np.exp(-np.abs(margins[i]).min())),
                 )
                 tasks.append(json.dumps(task.model_dump(mode="json"), ensure_ascii=False))
             from conceptkit.schemas.io import write_text_atomic
@@ -708,16 +728,18 @@ def build_pipeline(
         units
         | "ScoreHistograms" >> beam.ParDo(ScoreHistograms(units_dir), selection=beam.pvalue.AsSingleton(selection))
         | "AllHistograms" >> beam.combiners.ToList()
-        | "Calibrate" >> beam.Map(calibrate, n_concepts=beam.pvalue.AsSingleton(n_concepts))
+        | "Calibrate" >> beam.Map(calibrate, n_concepts=beam.pvalue.AsSingleton(n_concepts),
+                                  selection=beam.pvalue.AsSingleton(selection), cfg=cfg.annotation)
     )
+    done.append(thresholds | "WriteRule" >> beam.ParDo(WriteRule(str(run_dir))))
     done.append(
         selection
-        | "ConceptRows" >> beam.Map(with_thresholds, thresholds=beam.pvalue.AsSingleton(thresholds))
+        | "ConceptRows" >> beam.Map(with_thresholds, rule=beam.pvalue.AsSingleton(thresholds))
         | "WriteConcepts" >> beam.ParDo(WriteTable(str(run_dir / "concepts.parquet"), CONCEPTS))
     )
     annotated = units | "Annotate" >> beam.ParDo(
         AnnotateBatch(cfg.annotation, run_id, units_dir, tasks_dir, cfg.index, total=n_items),
-        selection=beam.pvalue.AsSingleton(selection), thresholds=beam.pvalue.AsSingleton(thresholds),
+        selection=beam.pvalue.AsSingleton(selection), rule=beam.pvalue.AsSingleton(thresholds),
     )
     shard_dir = str(run_dir / "annotations")
     done.append(

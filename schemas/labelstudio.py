@@ -91,6 +91,8 @@ class ConceptListTaskData(_Model):
     # The class's whole selected list, shown for context (HTML-escaped, one per line).
     class_concepts: str
     text: str  # what the reviewer reads: the concept under review
+    # HTML: a few items that score highest and a few near the labelling cut (empty for older runs).
+    examples: str = ""
     task_key: str
     fingerprint: str
 

@@ -109,7 +109,8 @@ def write_run(out: Path, *, run_id: str, n_per_class: int = 4, seed: int = 0,
     Scores favour the item's own class's concepts, so the pre-ticks look like a real run's. ``texts`` overrides
     item texts by id; ``extra_items`` appends items (ids continue the sequence).
     """
-    from conceptkit.pipelines.review.tasks import item_task, pretick_floor, write_tasks
+    from conceptkit.pipelines.annotation.labels import from_scores, save
+    from conceptkit.pipelines.review.tasks import item_task, write_tasks
     from conceptkit.schemas.annotations import annotations_schema
     from conceptkit.schemas.concepts import CONCEPTS
     from conceptkit.schemas.io import write_table
@@ -134,7 +135,9 @@ def write_run(out: Path, *, run_id: str, n_per_class: int = 4, seed: int = 0,
         for name in CLASSES[cls]:
             scores[i, names.index(name)] += rng.uniform(0.15, 0.35)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :4]
-    floors = pretick_floor(scores)
+    classes = [[next(k for k, v in CLASSES.items() if name in v)] for name in names]
+    rule = from_scores(scores).with_classes(classes, 2.0)
+    present = rule.decide(scores, [cls for _, cls in items])
     texts = texts or {}
     tasks = []
     rows = []
@@ -143,13 +146,14 @@ def write_run(out: Path, *, run_id: str, n_per_class: int = 4, seed: int = 0,
         ids = top[i].tolist()
         sc = [float(scores[i, c]) for c in ids]
         tasks.append(item_task(item_id=item_id, text=text, label=cls, top_ids=ids, top_scores=sc, concepts=names,
-                               run_id=run_id, min_score=float(floors[i])))
+                               run_id=run_id, ticked=np.flatnonzero(present[i]).tolist()))
         rows.append({"item_id": item_id, "text": text, "label": cls, "split": "train", "top_concept_ids": ids, "top_scores": sc,
-                     "concept_ids": [c for c in range(len(names)) if scores[i, c] >= 0.3], "scores": scores[i]})
+                     "concept_ids": np.flatnonzero(present[i]).tolist(), "scores": scores[i]})
     out.mkdir(parents=True, exist_ok=True)
     write_table(out / "concepts.parquet", concept_rows, CONCEPTS)
     write_table(out / "annotations" / "train-0.parquet", rows, annotations_schema(len(names)))
     write_tasks(out / "labelstudio" / "tasks.json", tasks)
+    save(out, rule)
     # A rebuild keeps its lineage (what names its Label Studio projects); by default one per run name here.
     manifest = {"run_id": run_id, "lineage": lineage or f"lineage-{out.name}", "counts": {"items_annotated": len(items)}}
     (out / "manifest.json").write_text(json.dumps(manifest))
@@ -190,10 +194,16 @@ def project_tasks(ls, project_id: int) -> dict[str, dict]:
 
 def annotate(http: httpx.Client, task_id: int, *, choices=None, verdict=None, missing=None, edited=None,
              user_id=None) -> int:
-    """What the labeling UI sends when a reviewer submits."""
+    """What the labeling UI sends when a reviewer submits: item review's ticks go to the checklist of the class
+    each concept is listed under (``concepts__<k>``, classes in name order)."""
     result = []
     if choices is not None:
-        result.append({"from_name": "concepts", "to_name": "text", "type": "choices", "value": {"choices": choices}})
+        by_group: dict[str, list[str]] = {}
+        for concept in choices:
+            k = next((k for k, cls in enumerate(sorted(CLASSES)) if concept in CLASSES[cls]), None)
+            by_group.setdefault("concepts" if k is None else f"concepts__{k}", []).append(concept)
+        for name, chosen in by_group.items():
+            result.append({"from_name": name, "to_name": "text", "type": "choices", "value": {"choices": chosen}})
     if verdict is not None:
         result.append({"from_name": "verdict", "to_name": "text", "type": "choices", "value": {"choices": [verdict]}})
     if missing is not None:

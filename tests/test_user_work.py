@@ -397,8 +397,8 @@ def test_review_survives_reselection_and_rebuild(ls, tmp_path, capsys):
         pushed = ls_push(out, url=ls.url, budget=2, **FAST)
         tasks = project_tasks(ls, pushed["project_id"])
         with api(ls) as http:
+            options = pq.read_table(out / "concepts.parquet").column("concept").to_pylist()
             for task in tasks.values():
-                options = [o["value"] for o in task["data"]["options"]]
                 annotate(http, task["id"], choices=options[:1], missing="a human idea")
         ls_pull(out, url=ls.url, **FAST)
         before = read_table(out / "verified.parquet", VERIFIED).to_pylist()

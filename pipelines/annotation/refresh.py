@@ -300,9 +300,14 @@ def _refresh_run(
         concept_emb = np.asarray(concepts.column("embedding").to_pylist(), dtype=np.float32)
         index = ConceptIndex.load(run_dir / "index")
         top_ids, top_scores, scores = annotate(embeddings, concept_emb, top_k=cfg.annotation.top_k, index=index)
-        # The run's calibrated thresholds stay fixed: refreshed items are labelled like the rest.
-        thresholds = np.asarray(concepts.column("threshold").to_pylist(), dtype=np.float32)
-        present = scores >= thresholds[None, :]
+        # The run's label rule stays fixed (with its human thresholds): refreshed items are labelled like the rest.
+        from conceptkit.pipelines.annotation.labels import LabelRuleError, for_run
+
+        try:
+            rule = for_run(run_dir, concepts.column("concept").to_pylist())
+        except LabelRuleError as exc:
+            raise RunCheckError(str(exc)) from None
+        present = rule.decide(scores, [r["label"] for r in todo])
         rows = [{"item_id": r["item_id"], "text": r["text"], "label": r["label"], "split": r["split"],
                  "top_concept_ids": top_ids[i].tolist(),
                  "top_scores": top_scores[i].tolist(), "concept_ids": np.flatnonzero(present[i]).tolist(),
@@ -377,9 +382,8 @@ def _rewrite_tasks(path: Path, todo: list[dict], rows: list[dict], drop: set[str
 
     tasks = [Task.model_validate(t) for t in json.loads(path.read_text()) if t["data"]["item_id"] not in drop]
     for item, row in zip(todo, rows):
-        present = set(row["concept_ids"])
         tasks.append(item_task(item_id=item["item_id"], text=item["text"], label=item["label"],
                                top_ids=row["top_concept_ids"], top_scores=row["top_scores"], concepts=concepts,
-                               run_id=run_id, ticked=[c for c in row["top_concept_ids"] if c in present]))
+                               run_id=run_id, ticked=list(row["concept_ids"])))
     tasks.sort(key=lambda task: task.data.item_id)
     return write_tasks(path, tasks)

@@ -44,16 +44,18 @@ from conceptkit.annotators.labelstudio import (
     push_tasks,
     verified_rows,
 )
+from conceptkit.pipelines.annotation.labels import LabelRule, LabelRuleError, for_run
 from conceptkit.pipelines.review.tasks import (
+    concept_groups,
     concept_list_tasks,
     concept_task,
-    item_review_task,
+    examples_html,
+    item_push_task,
     merge_labels,
     review_config,
-    review_margins,
     select_uncertain_diverse,
     task_json,
-    ticked_choices,
+    uncertainty,
 )
 from conceptkit.schemas.annotations import annotations_schema, score_matrix
 from conceptkit.schemas.concepts import CONCEPTS
@@ -82,8 +84,19 @@ class RunData:
     lineage: str  # the run's identity across rebuilds (manifest ``lineage``): what names its projects
     concepts: list[dict[str, Any]]  # concepts.parquet rows without embeddings, in concept_id order
     item_ids: list[str]
+    labels: list[str | None]  # the items' classes, in item_ids order
     scores: np.ndarray  # (items x concepts)
     tasks: dict[str, Task]  # item_id -> the run's item task (text, candidate concepts, pre-ticks)
+    rule: LabelRule  # the run's label rule with the human thresholds of the last pull (annotation/labels.py)
+
+    @property
+    def model_version(self) -> str:
+        """The predictions' version: the run id, plus a digest of the human thresholds once a pull fitted some
+        (so the next push brings the re-fitted pre-ticks as a new prediction that Label Studio shows)."""
+        if not self.rule.refits:
+            return self.run_id
+        digest = hashlib.sha256(json.dumps(sorted(self.rule.refits.items())).encode()).hexdigest()[:8]
+        return f"{self.run_id}+review-{digest}"
 
     @property
     def concept_names(self) -> list[str]:
@@ -94,8 +107,10 @@ class RunData:
         return [[ids[c] for c in self.tasks[item].data.concept_scores] for item in self.item_ids]
 
     def predicted(self) -> set[tuple[str, int]]:
-        ids = {c: i for i, c in enumerate(self.concept_names)}
-        return {(item, ids[c]) for item in self.item_ids for c in ticked_choices(self.tasks[item]) if c in ids}
+        """The (item, concept) pairs the label rule says are shown: the same decision as the binary labels and
+        the pre-ticks."""
+        rows, cols = np.nonzero(self.rule.decide(self.scores, self.labels))
+        return {(self.item_ids[i], int(c)) for i, c in zip(rows, cols)}
 
 
 def load_run(run: str | os.PathLike[str]) -> RunData:
@@ -124,9 +139,13 @@ def load_run(run: str | os.PathLike[str]) -> RunData:
     if missing:
         raise ReviewError(f"{path}/labelstudio/tasks.json: no task for {len(missing)} annotated items, e.g. {missing[0]!r}")
     scores = score_matrix(annotations)
+    try:
+        rule = for_run(path, [c["concept"] for c in concepts])
+    except LabelRuleError as exc:
+        raise ReviewError(str(exc)) from None
     return RunData(path=path, name=path.resolve().name, run_id=run_id, lineage=lineage, concepts=concepts,
-                   item_ids=item_ids,
-                   scores=scores, tasks=tasks)
+                   item_ids=item_ids, labels=annotations.column("label").to_pylist(), scores=scores, tasks=tasks,
+                   rule=rule)
 
 
 def project_marker(lineage: str, mode: str) -> str:
@@ -159,50 +178,109 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def _refit_thresholds(run: RunData) -> dict[int, float]:
-    """Each concept's threshold: re-fitted from human labels where a pull produced one, else the build's calibrated one."""
-    review = _read_json(run.path / "review.json").get("review", {})
-    ids = {c: i for i, c in enumerate(run.concept_names)}
-    thresholds = {c["concept_id"]: c["threshold"] for c in run.concepts if c.get("threshold") is not None}
-    thresholds.update({ids[c]: t["threshold"] for c, t in review.get("thresholds", {}).items() if c in ids})
-    return thresholds
-
-
 # ---------------------------------------------------------------- push
 
 
+def _reviewed_items(run: RunData, mode: str) -> set[str]:
+    """Items people already judged in ``mode`` (verified.parquet): a budgeted push picks among the others."""
+    path = run.path / "verified.parquet"
+    if not path.exists():
+        return set()
+    rows = read_table(path, VERIFIED).select(["item_id", "review"]).to_pylist()
+    return {r["item_id"] for r in rows if r["review"] == mode and r["item_id"] is not None}
+
+
+def concept_examples(run: RunData, margins: np.ndarray, *, n: int = 3) -> dict[int, str]:
+    """Per concept, HTML with the ``n`` highest-scoring items and the ``n`` items nearest the labelling cut."""
+    out = {}
+    texts = [run.tasks[i].data.text for i in run.item_ids]
+    for cid in range(len(run.concepts)):
+        top = np.argsort(-run.scores[:, cid], kind="stable")[:n]
+        near = [i for i in np.argsort(np.abs(margins[:, cid]), kind="stable") if i not in set(top)][:n]
+        out[cid] = examples_html([texts[i] for i in top], [texts[i] for i in near])
+    return out
+
+
 def review_tasks(run: RunData, mode: str, *, budget: int | None = None, seed: int = 0) -> list[Task]:
-    """The tasks a push sends for ``mode``: all of them, or ``budget`` chosen by uncertainty and diversity."""
+    """The tasks a push sends for ``mode``: all of them, or ``budget`` chosen by uncertainty (the distance to the
+    label rule's cut, re-fitted concepts included) and diversity, among items nobody has judged yet."""
     if mode not in REVIEW_MODES:
         raise ReviewError(f"--review must be one of {', '.join(REVIEW_MODES)}; got {mode!r}")
     if budget is not None and budget < 1:
         raise ReviewError(f"--budget must be >= 1, got {budget}")
+    margins = run.rule.margins(run.scores, run.labels)
     if mode == "concept-list":
         rows = run.concepts if budget is None else sorted(run.concepts, key=lambda c: (c["gain"], c["concept_id"]))
-        return concept_list_tasks(rows[:budget] if budget else rows, run_id=run.run_id)
-    candidates = run.candidates()
-    margins = review_margins(run.scores, candidates, thresholds=_refit_thresholds(run))
-    if mode == "item":
-        chosen = range(len(run.item_ids))
-        if budget is not None:
-            least = np.array([m.min() if len(m) else np.inf for m in margins])
-            chosen = select_uncertain_diverse(least, run.scores, budget, seed=seed)
-        return [item_review_task(run.tasks[run.item_ids[i]], run_id=run.run_id) for i in chosen]
-    pairs = [(i, c, m) for i, (cands, ms) in enumerate(zip(candidates, margins)) for c, m in zip(cands, ms)]
-    chosen = range(len(pairs))
+        return concept_list_tasks(rows[:budget] if budget else rows, run_id=run.run_id,
+                                  examples=concept_examples(run, margins))
+    present = margins >= 0
+    names = run.concept_names
+    open_rows = np.arange(len(run.item_ids))
     if budget is not None:
-        rows = np.array([i for i, _, _ in pairs], dtype=np.int64)
-        chosen = select_uncertain_diverse(np.array([m for _, _, m in pairs]), run.scores[rows], budget, seed=seed)
-    predicted = run.predicted()
+        done = _reviewed_items(run, mode)
+        open_rows = np.array([i for i, item in enumerate(run.item_ids) if item not in done], dtype=np.int64)
+    if mode == "item":
+        groups = concept_groups(run.concepts)
+        least = np.abs(margins).min(axis=1) if len(names) else np.zeros(len(run.item_ids))
+        chosen = open_rows
+        if budget is not None and len(open_rows):
+            chosen = open_rows[select_uncertain_diverse(least[open_rows], run.scores[open_rows], budget, seed=seed)]
+        out = []
+        for i in chosen:
+            data = run.tasks[run.item_ids[i]].data
+            out.append(item_push_task(item_id=data.item_id, text=data.text, label=data.label,
+                                      ticked=[names[c] for c in np.flatnonzero(present[i])], groups=groups,
+                                      score=uncertainty(least[i]), run_id=run.model_version))
+        return out
+    candidates = run.candidates()
+    keep = set(open_rows.tolist())
+    pairs = [(i, c) for i, cands in enumerate(candidates) if i in keep for c in cands]
+    chosen = range(len(pairs))
+    if budget is not None and pairs:
+        rows = np.array([i for i, _ in pairs], dtype=np.int64)
+        chosen = select_uncertain_diverse(np.array([abs(margins[i, c]) for i, c in pairs]), run.scores[rows], budget,
+                                          seed=seed)
     out = []
     for k in chosen:
-        i, c, _ = pairs[k]
+        i, c = pairs[k]
         item_id = run.item_ids[i]
         data = run.tasks[item_id].data
-        out.append(concept_task(item_id=item_id, text=data.text, label=data.label, concept=run.concept_names[c],
-                                concept_id=c, score=float(run.scores[i, c]), predicted=(item_id, c) in predicted,
-                                run_id=run.run_id))
+        out.append(concept_task(item_id=item_id, text=data.text, label=data.label, concept=names[c],
+                                concept_id=c, score=float(run.scores[i, c]), predicted=bool(present[i, c]),
+                                run_id=run.model_version, doubt=uncertainty(margins[i, c])))
     return out
+
+
+DEFAULT_INSTRUCTIONS = {
+    "item": "<p>Read the item. Tick every concept of the list that the item shows, whatever class the concept is "
+            "listed under, and untick every pre-ticked concept it does not show. A concept is shown when a careful "
+            "reader would agree the item has it, not when it is merely related. Type concepts the list lacks in the "
+            "box, one per line. Skip an item you cannot judge.</p>",
+    "concept": "<p>Does the item show the concept? <b>present</b>: a careful reader would agree it has it; "
+               "<b>absent</b>: it does not, or is merely related; <b>unsure</b>: the item does not say.</p>",
+    "concept-list": "<p>Is this concept a good one for the class? <b>keep</b>: it describes items of the class and "
+                    "tells them apart; <b>reject</b>: vague, wrong or true of every class; <b>edit</b>: the idea "
+                    "is right but the wording is not (type the new wording). The examples show the items the "
+                    "concept scores highest and the ones near the labelling cut.</p>",
+}
+
+
+def instructions_html(mode: str, path: str | os.PathLike[str] | None) -> str:
+    """The project's instructions: ``path`` (HTML when it ends in .html, else plain text in paragraphs), or the
+    mode's default."""
+    if path is None:
+        return DEFAULT_INSTRUCTIONS[mode]
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReviewError(f"--instructions {path}: unreadable: {exc}") from None
+    if not text.strip():
+        raise ReviewError(f"--instructions {path}: the file is empty")
+    if str(path).lower().endswith((".html", ".htm")):
+        return text
+    import html as _html
+
+    return "".join(f"<p>{_html.escape(p.strip())}</p>" for p in text.split("\n\n") if p.strip())
 
 
 def _client(url: str | None, token_env: str, timeout_s: float, max_retries: int) -> LabelStudioClient:
@@ -221,16 +299,28 @@ def ls_push(
     batch_size: int = 200,
     timeout_s: float = 30.0,
     max_retries: int = 4,
+    instructions: str | os.PathLike[str] | None = None,
+    annotators_per_task: int = 1,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Create or update the run's ``review`` project and import its tasks; returns a summary."""
+    """Create or update the run's ``review`` project and import its tasks; returns a summary.
+
+    ``annotators_per_task`` sets the project's overlap (every task is labelled by that many people, so
+    agreement is measured); ``instructions`` a file shown to reviewers (default: the mode's)."""
+    if annotators_per_task < 1:
+        raise ReviewError(f"--annotators-per-task must be >= 1, got {annotators_per_task}")
+    settings = {"expert_instruction": instructions_html(review, instructions) if review in REVIEW_MODES else "",
+                "show_instruction": True, "maximum_annotations": annotators_per_task,
+                "overlap_cohort_percentage": 100}
     data = load_run(run)
-    tasks = review_tasks(data, review, budget=budget)
+    tasks = review_tasks(data, review, budget=budget, seed=seed)
     with _client(url, token_env, timeout_s, max_retries) as client:
         marker = project_marker(data.lineage, review)
         _check_recorded_project(data, review, client.find_project(marker), client.url)
         result = push_tasks(client, marker=marker, title=f"{data.name} · {review} review",
-                            label_config=review_config(review), run_id=data.run_id,
-                            tasks=[task_json(t) for t in tasks], batch_size=batch_size)
+                            label_config=review_config(review, concept_groups(data.concepts)),
+                            run_id=tasks[0].predictions[0].model_version if tasks else data.run_id,
+                            tasks=[task_json(t) for t in tasks], batch_size=batch_size, settings=settings)
         server = client.url
     state = _read_json(data.path / "review.json")
     state.setdefault("projects", {})[review] = {
@@ -412,6 +502,10 @@ def register(subparsers: Any) -> None:
     push.add_argument("--budget", type=int, default=None, metavar="N",
                       help="send only N tasks, chosen by uncertainty and diversity (default: all)")
     push.add_argument("--batch-size", type=int, default=200, metavar="N", help="tasks per import request")
+    push.add_argument("--instructions", default=None, metavar="FILE",
+                      help="instructions shown to reviewers (.html as is, else plain text; default: the mode's)")
+    push.add_argument("--annotators-per-task", type=int, default=1, metavar="N",
+                      help="people who label each task (the project's overlap; >= 2 measures agreement)")
     _connection_flags(push)
     push.set_defaults(func=_cmd_push)
 
@@ -452,7 +546,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_push(args: argparse.Namespace) -> int:
     def call() -> int:
         s = ls_push(args.run, review=args.review, budget=args.budget, url=args.url, token_env=args.token_env,
-                    batch_size=args.batch_size, timeout_s=args.timeout, max_retries=args.max_retries)
+                    batch_size=args.batch_size, timeout_s=args.timeout, max_retries=args.max_retries,
+                    instructions=args.instructions, annotators_per_task=args.annotators_per_task)
         print(f"conceptkit ls push: {s['run']} -> project {s['project_id']} at {s['url']} ({s['review']} review): "
               f"{s['imported']} imported, {s['updated']} updated, {s['unchanged']} unchanged, "
               f"{s['tasks']} tasks in the project")

@@ -290,7 +290,8 @@ def _explanations(sparse, names, classes, train_scores, test_scores, test_ids, t
 
 def _concept_label_metrics(run_dir: Path, names: list[str], table: pa.Table, scores: np.ndarray) -> dict | None:
     """Per-concept precision / recall / F1 of the binary labels and ROC AUC of the scores against human
-    verdicts (item and concept review), when ``verified.parquet`` exists."""
+    verdicts (item and concept review), when ``verified.parquet`` exists. The labels are the run's label rule
+    now: after a pull, with the thresholds fitted from people's answers."""
     path = run_dir / "verified.parquet"
     if not path.exists():
         return None
@@ -300,7 +301,14 @@ def _concept_label_metrics(run_dir: Path, names: list[str], table: pa.Table, sco
     verified = [r for r in read_table(path, VERIFIED).to_pylist()
                 if r["item_id"] is not None and r["concept_id"] is not None and r["label"] in ("present", "absent")]
     position = {i: k for k, i in enumerate(table.column("item_id").to_pylist())}
-    concept_ids = table.column("concept_ids").to_pylist()
+    from conceptkit.pipelines.annotation.labels import LabelRuleError, for_run
+
+    try:
+        decided = for_run(run_dir, names).decide(scores, table.column("label").to_pylist())
+    except LabelRuleError:  # a run built before the label rule: its stored labels
+        decided = np.zeros(scores.shape, dtype=bool)
+        for k, ids in enumerate(table.column("concept_ids").to_pylist()):
+            decided[k, ids] = True
     out = {}
     for j, name in enumerate(names):
         pairs = [(r["label"] == "present", position[r["item_id"]]) for r in verified
@@ -308,7 +316,7 @@ def _concept_label_metrics(run_dir: Path, names: list[str], table: pa.Table, sco
         if not pairs:
             continue
         truth = np.array([p for p, _ in pairs])
-        predicted = np.array([j in concept_ids[k] for _, k in pairs])
+        predicted = np.array([bool(decided[k, j]) for _, k in pairs])
         tp = int(np.sum(truth & predicted))
         precision = tp / predicted.sum() if predicted.sum() else None
         recall = tp / truth.sum() if truth.sum() else None

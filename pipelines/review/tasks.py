@@ -50,14 +50,30 @@ from conceptkit.schemas.labelstudio import (
 
 FROM_NAME = CONCEPTS
 TO_NAME = TEXT
-# A concept is pre-ticked for an item when its score reaches the item's median concept score plus this margin
-# (the build's rule, in pipelines/transforms.py); uncertainty is the distance to that floor.
-PRETICK_MARGIN = 0.1
 
 
-def pretick_floor(scores: np.ndarray) -> np.ndarray:
-    """Per-item pre-tick threshold for an (items x concepts) score matrix: median + ``PRETICK_MARGIN``."""
-    return np.median(np.asarray(scores, dtype=np.float32), axis=1) + PRETICK_MARGIN
+def group_control(k: int) -> str:
+    """The name of the ``k``-th class group's checklist in item review (all start with ``concepts``)."""
+    return f"{CONCEPTS}__{k}"
+
+
+def is_concept_control(name: str) -> bool:
+    return name == CONCEPTS or name.startswith(f"{CONCEPTS}__")
+
+
+def concept_groups(concepts: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[str]]]:
+    """(class, its concepts in concept_id order) for every class a run's concepts were picked for, by class name."""
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for row in sorted(concepts, key=lambda r: r["concept_id"]):
+        by_class[row["picked_for"]].append(row["concept"])
+    return sorted(by_class.items())
+
+
+def uncertainty(margin: float) -> float:
+    """A prediction score that means something to a reviewer: 1 on the decision boundary, towards 0 far from it
+    (``exp(-|margin|)``, margin in the label rule's units), so sorting by it in Label Studio is the
+    active-learning order."""
+    return round(float(np.exp(-abs(float(margin)))), 4)
 
 
 def fingerprint(shown: Mapping[str, Any]) -> str:
@@ -86,13 +102,31 @@ def xml_safe(text: str) -> str:
     return _NOT_XML.sub(" ", text)
 
 
-def item_review_config(concepts: Sequence[str] = (), *, dynamic: bool = False) -> str:
-    """Labeling config for item review: text, multi-choice concept checklist, free text for missing concepts.
+def item_review_config(concepts: Sequence[str] = (), *, groups: Sequence[tuple[str, Sequence[str]]] | None = None,
+                       dynamic: bool = False) -> str:
+    """Labeling config for item review: the item's text and class, the run's concept checklist, free text for
+    missing concepts.
 
-    ``dynamic=True`` takes each task's checklist from its ``options`` (the item's candidate concepts) instead of
-    listing every concept of the run.
+    ``groups`` (class, concepts) shows the whole concept list grouped by the class each concept was picked for,
+    one checklist per class (``group_control(k)``); ``dynamic=True`` takes each task's checklist from its
+    ``options`` instead (older pushes); else one checklist of ``concepts``.
     """
-    if dynamic:
+    head = (
+        "<View>\n"
+        '  <Header value="Which concepts does this item show?"/>\n'
+        '  <Header value="Tick every concept it shows, untick the pre-ticked ones it does not (the full list is '
+        'grouped by the class each concept was made for)" size="6"/>\n'
+        '  <Header value="Class: $label" size="6"/>\n'
+        f'  <Text name="{TO_NAME}" value="$text"/>\n'
+    )
+    if groups is not None:
+        blocks = []
+        for k, (class_name, names) in enumerate(groups):
+            blocks.append(f'  <Header value={quoteattr("Concepts of " + xml_safe(class_name))} size="6"/>\n'
+                          f'  <Choices name="{group_control(k)}" toName="{TO_NAME}" choice="multiple" showInline="true">\n'
+                          f"{_choice_tags(names)}\n  </Choices>\n")
+        choices_tag = "".join(blocks)
+    elif dynamic:
         choices_tag = (f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="multiple" showInline="false"'
                        ' value="$options"/>\n')
     else:
@@ -100,11 +134,9 @@ def item_review_config(concepts: Sequence[str] = (), *, dynamic: bool = False) -
         choices_tag = (f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="multiple" showInline="false">\n'
                        f"{choices}\n  </Choices>\n")
     return (
-        "<View>\n"
-        f'  <Header value="Which concepts does this item show?"/>\n'
-        f'  <Text name="{TO_NAME}" value="$text"/>\n'
-        f"{choices_tag}"
-        f'  <TextArea name="{MISSING}" toName="{TO_NAME}" placeholder="Missing concepts, one per line"'
+        head
+        + choices_tag
+        + f'  <TextArea name="{MISSING}" toName="{TO_NAME}" placeholder="Missing concepts, one per line"'
         ' rows="2" editable="true"/>\n'
         "</View>\n"
     )
@@ -134,6 +166,8 @@ def concept_list_review_config() -> str:
         '  <HyperText name="class_concepts" value="$class_concepts"/>\n'
         '  <Header value="Keep, reject or edit this concept for the class:" size="5"/>\n'
         f'  <Text name="{TEXT}" value="$text"/>\n'
+        '  <Header value="Items that score highest, and items near the labelling cut:" size="6"/>\n'
+        '  <HyperText name="examples" value="$examples"/>\n'
         f'  <Choices name="{VERDICT}" toName="{TEXT}" choice="single-radio" showInline="true" required="true">\n'
         f"{choices}\n"
         "  </Choices>\n"
@@ -143,10 +177,10 @@ def concept_list_review_config() -> str:
     )
 
 
-def review_config(mode: str) -> str:
-    """The labeling config a push uses for ``mode``."""
+def review_config(mode: str, groups: Sequence[tuple[str, Sequence[str]]] = ()) -> str:
+    """The labeling config a push uses for ``mode`` (item review lists ``groups``, the run's concepts by class)."""
     if mode == "item":
-        return item_review_config(dynamic=True)
+        return item_review_config(groups=list(groups))
     if mode == "concept":
         return concept_review_config()
     if mode == "concept-list":
@@ -174,6 +208,7 @@ def item_task(
     min_score: float | None = None,
     ticked: Sequence[int] | None = None,
     dynamic: bool = False,
+    uncertainty: float | None = None,
 ) -> Task:
     """One task: the item and a prediction ticking ``ticked`` (concept ids), or else its top concepts whose
     score reaches ``min_score``.
@@ -188,7 +223,8 @@ def item_task(
     else:
         raise ValueError("item_task needs ticked or min_score")
     scores = {concepts[i]: round(float(s), 4) for i, s in zip(top_ids, top_scores)}
-    prediction = _choices_prediction(run_id, max(top_scores) if len(top_scores) else 0.0, FROM_NAME, ticked)
+    score = uncertainty if uncertainty is not None else (max(top_scores) if len(top_scores) else 0.0)
+    prediction = _choices_prediction(run_id, score, FROM_NAME, ticked)
     extra: dict[str, Any] = {}
     if dynamic:
         options = [concepts[i] for i in top_ids]
@@ -210,44 +246,63 @@ def ticked_choices(task: Task) -> list[str]:
     return []
 
 
-def item_review_task(task: Task, *, run_id: str) -> Task:
-    """A run's exported item task (``tasks.json``) -> the pushed form: dynamic checklist, key and fingerprint."""
-    data = task.data
-    if not isinstance(data, TaskData):
-        raise ValueError(f"not an item task: {data!r}")
-    options = list(data.concept_scores)
-    ticked = ticked_choices(task)
-    pushed = data.model_copy(update=dict(
-        options=[ChoiceOption(value=c) for c in options],
-        task_key=task_key("item", data.item_id),
-        fingerprint=fingerprint({"text": data.text, "label": data.label, "options": options, "ticked": ticked}),
-    ))
-    score = max(data.concept_scores.values()) if data.concept_scores else 0.0
-    return Task(data=pushed, predictions=[_choices_prediction(run_id, score, FROM_NAME, ticked)])
+def item_push_task(
+    *, item_id: str, text: str, label: str | None, ticked: Sequence[str], groups: Sequence[tuple[str, Sequence[str]]],
+    score: float, run_id: str,
+) -> Task:
+    """The pushed item task: the item and its class (the checklist is the project's config, ``groups``), and a
+    prediction ticking ``ticked`` in each class group; ``score`` is the prediction's uncertainty. The fingerprint
+    covers the data only: new pre-ticks come as a new prediction (``run_id`` is the model version)."""
+    ticked_set = set(ticked)
+    result = []
+    for k, (_, names) in enumerate(groups):
+        chosen = [c for c in names if c in ticked_set]
+        if chosen:
+            result.append(PredictionResult(from_name=group_control(k), to_name=TO_NAME,
+                                           value=ChoicesValue(choices=chosen)))
+    data = TaskData(item_id=item_id, text=text, label=label, task_key=task_key("item", item_id),
+                    fingerprint=fingerprint({"text": text, "label": label}))
+    return Task(data=data, predictions=[Prediction(model_version=run_id, score=round(float(score), 4), result=result)])
 
 
 def concept_task(
     *, item_id: str, text: str, label: str | None, concept: str, concept_id: int, score: float, predicted: bool,
-    run_id: str,
+    run_id: str, doubt: float | None = None,
 ) -> Task:
-    """Concept verification of one (item, concept); the prediction says present when the model ticked it."""
+    """Concept verification of one (item, concept); the prediction says present when the model's label does; its
+    score is ``doubt`` (the uncertainty), else the raw score."""
     verdict = "present" if predicted else "absent"
     data = ConceptTaskData(
         item_id=item_id, text=text, label=label, concept=concept, concept_id=concept_id, score=round(float(score), 4),
         task_key=task_key("concept", item_id, concept),
         fingerprint=fingerprint({"text": text, "label": label, "concept": concept, "predicted": verdict}),
     )
-    return Task(data=data, predictions=[_choices_prediction(run_id, score, VERDICT, [verdict])])
+    return Task(data=data, predictions=[_choices_prediction(run_id, score if doubt is None else doubt, VERDICT,
+                                                            [verdict])])
+
+
+def examples_html(top: Sequence[str], near: Sequence[str]) -> str:
+    """A concept's example items for concept-list review: the highest-scoring ones, then ones near the cut."""
+    def block(title: str, texts: Sequence[str]) -> str:
+        if not texts:
+            return ""
+        items = "".join(f"<li>{html.escape(t if len(t) <= 300 else t[:299] + '…')}</li>" for t in texts)
+        return f"<p><b>{title}</b></p><ul>{items}</ul>"
+
+    return block("Highest scores", top) + block("Near the labelling cut", near) or "<p>(no items)</p>"
 
 
 def concept_list_tasks(
-    concepts: Sequence[Mapping[str, Any]], *, run_id: str
+    concepts: Sequence[Mapping[str, Any]], *, run_id: str, examples: Mapping[int, str] | None = None
 ) -> list[Task]:
-    """Concept-list review: one task per (class, selected concept), showing the class's whole list.
+    """Concept-list review: one task per (class, selected concept), showing the class's whole list and the
+    concept's ``examples`` (HTML by concept_id, see ``examples_html``).
 
     ``concepts`` rows carry ``concept_id``, ``concept``, ``picked_for`` (the class) and ``gain``; the prediction
-    is "keep" (the selection kept it), its score the selection gain.
+    is "keep" (the selection kept it), its score the doubt: 1 - gain / the class's best gain (the last pick of a
+    class is the one to look at first).
     """
+    examples = examples or {}
     by_class: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for row in concepts:
         by_class[row["picked_for"]].append(row)
@@ -255,14 +310,17 @@ def concept_list_tasks(
     for class_name in sorted(by_class):
         rows = by_class[class_name]
         listing = "<ul>" + "".join(f"<li>{html.escape(r['concept'])}</li>" for r in rows) + "</ul>"
+        best = max((float(r.get("gain", 0.0)) for r in rows), default=0.0)
         for row in rows:
+            shown = examples.get(int(row["concept_id"]), "")
             data = ConceptListTaskData(
                 class_name=class_name, concept=row["concept"], concept_id=int(row["concept_id"]),
-                class_concepts=listing, text=row["concept"],
+                class_concepts=listing, text=row["concept"], examples=shown,
                 task_key=task_key("concept-list", class_name, row["concept"]),
-                fingerprint=fingerprint({"class": class_name, "concept": row["concept"], "list": listing}),
+                fingerprint=fingerprint({"class": class_name, "concept": row["concept"], "list": listing,
+                                         "examples": shown}),
             )
-            score = float(row.get("gain", 0.0))
+            score = 1.0 - float(row.get("gain", 0.0)) / best if best > 0 else 0.0
             tasks.append(Task(data=data, predictions=[_choices_prediction(run_id, score, VERDICT, ["keep"])]))
     return tasks
 
@@ -271,11 +329,14 @@ _PUSH_ONLY = ("options", "task_key", "fingerprint")
 
 
 def task_json(task: Task) -> dict[str, Any]:
-    """A task as Label Studio JSON; the push-only fields of an item task are left out when unset."""
+    """A task as Label Studio JSON; the push-only fields of an item task are left out when unset, and so is an
+    empty ``concept_scores`` (pushed item tasks carry no raw JSON columns)."""
     out = task.model_dump(mode="json")
     for name in _PUSH_ONLY:
         if out["data"].get(name, "") is None:
             del out["data"][name]
+    if out["data"].get("concept_scores", None) == {}:
+        del out["data"]["concept_scores"]
     return out
 
 
@@ -316,24 +377,6 @@ def write_tasks(path: str | os.PathLike[str], tasks: Iterable[Task]) -> int:
 
 
 # ---------------------------------------------------------------- what to send
-
-
-def review_margins(
-    scores: np.ndarray, candidates: Sequence[Sequence[int]], *, thresholds: Mapping[int, float] | None = None
-) -> list[np.ndarray]:
-    """Per item, |score - threshold| of each candidate concept (small = uncertain).
-
-    The threshold is a concept's re-fitted one where ``thresholds`` has it, else the item's pre-tick floor.
-    """
-    scores = np.asarray(scores, dtype=np.float32)
-    floors = pretick_floor(scores)
-    thresholds = thresholds or {}
-    out = []
-    for i, cand in enumerate(candidates):
-        cand = np.asarray(cand, dtype=np.int64)
-        thr = np.array([thresholds.get(int(c), floors[i]) for c in cand], dtype=np.float32)
-        out.append(np.abs(scores[i, cand] - thr))
-    return out
 
 
 def select_uncertain_diverse(

@@ -18,7 +18,7 @@ from conceptkit.annotators.labelstudio import LabelStudioClient, LabelStudioErro
 from conceptkit.pipelines.cli.labelstudio import ReviewError, ls_pull, ls_push, main, project_marker
 from conceptkit.schemas.io import read_table
 from conceptkit.schemas.verified import HUMAN_CANDIDATES, MERGED, VERIFIED
-from labelstudio_fixtures import FAST, annotate, api, project_tasks
+from labelstudio_fixtures import CLASSES, FAST, annotate, api, project_tasks
 
 def second_reviewer(http: httpx.Client) -> int:
     email = "second@example.com"
@@ -39,8 +39,10 @@ def test_push_annotate_pull(ls, tiny_run):
     oven_task = tasks["item:cooking-0"]
     prediction = oven_task["predictions"][0]
     assert prediction["model_version"] == "tiny-1"
-    predicted = set(prediction["result"][0]["value"]["choices"])
-    options = [o["value"] for o in oven_task["data"]["options"]]
+    predicted = {c for result in prediction["result"] for c in result["value"]["choices"]}
+    assert predicted and 0 < prediction["score"] <= 1  # the model's uncertainty, not a cosine
+    assert "options" not in oven_task["data"] and "concept_scores" not in oven_task["data"]
+    options = [c for cs in CLASSES.values() for c in cs]  # every concept of the run is on the checklist
 
     with api(ls) as http:
         # reviewer 1 confirms the prediction but removes one pick and adds a missing concept
@@ -52,7 +54,7 @@ def test_push_annotate_pull(ls, tiny_run):
         annotate(http, sports["id"], choices=["coach"], user_id=second_reviewer(http))
 
     summary = ls_pull(run, url=ls.url, **FAST)
-    assert summary["verified"]["added"] == len(options) + 8
+    assert summary["verified"]["added"] == 3 * len(options)
     verified = read_table(run / "verified.parquet", VERIFIED).to_pylist()
     mine = [r for r in verified if r["item_id"] == "cooking-0"]
     assert {r["concept"]: r["label"] for r in mine} == {c: ("present" if c in predicted - {removed} else "absent")
@@ -74,8 +76,8 @@ def test_push_annotate_pull(ls, tiny_run):
     assert "| `verified.parquet` |" in card and "| `merged.parquet` |" in card
     review = json.loads((run / "review.json").read_text())["review"]
     assert review["model_vs_human"]["per_concept"][removed]["precision"] == 0.0
-    assert review["inter_annotator"]["pairs_with_several"] == 4  # sports-1's four candidate concepts
-    assert review["inter_annotator"]["percent_agreement"] == 0.5  # agree on the two absent, not goal/coach
+    assert review["inter_annotator"]["pairs_with_several"] == 9  # sports-1: every concept of the run
+    assert review["inter_annotator"]["percent_agreement"] == 0.7778  # agree on the 7 absent, not goal/coach
 
 
 def test_push_twice_then_a_newer_run(ls, tiny_run):
@@ -118,7 +120,7 @@ def test_pull_twice_then_edit_and_delete(ls, tiny_run):
         edited.raise_for_status()
         http.delete(f"/api/annotations/{a2}/").raise_for_status()
     third = ls_pull(run, url=ls.url, **FAST)["verified"]
-    assert third["removed"] == 4 and third["changed"] >= 1 and third["added"] == 0
+    assert third["removed"] == 9 and third["changed"] >= 1 and third["added"] == 0
     rows = read_table(run / "verified.parquet", VERIFIED).to_pylist()
     assert {r["annotation_id"] for r in rows} == {a1}
     assert {r["concept"] for r in rows if r["label"] == "present"} == {"forecast"}

@@ -12,6 +12,7 @@ import pytest
 
 from conceptkit.annotators.labelstudio import LabelStudioClient
 from conceptkit.pipelines.cli.labelstudio import ls_push
+from labelstudio_fixtures import CLASSES
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "labelstudio-review.png"
@@ -36,8 +37,8 @@ def test_reviewer_sees_predicted_concepts_pre_ticked(ls, tiny_run, chromium, tmp
     project_id = ls_push(run, url=ls.url, max_retries=1)["project_id"]
     with LabelStudioClient(ls.url) as client:
         task = next(t for t in client.tasks(project_id) if t["data"]["item_id"] == "cooking-0")
-    predicted = task["predictions"][0]["result"][0]["value"]["choices"]
-    options = [o["value"] for o in task["data"]["options"]]
+    predicted = [c for result in task["predictions"][0]["result"] for c in result["value"]["choices"]]
+    options = [c for cs in CLASSES.values() for c in cs]  # the run's whole list, by class
     assert predicted and set(predicted) < set(options)
 
     page = chromium.new_page(viewport={"width": 1280, "height": 800})

@@ -11,8 +11,9 @@ from conceptkit.annotators.labelstudio import human_candidate_rows, verified_row
 from conceptkit.pipelines.review.tasks import (
     concept_list_tasks,
     item_review_config,
+    concept_groups,
+    item_push_task,
     item_task,
-    item_review_task,
     krippendorff_alpha_nominal,
     merge_labels,
     refit_threshold,
@@ -29,6 +30,15 @@ def test_every_mode_has_a_wellformed_config():
         root = ET.fromstring(review_config(mode))
         assert root.tag == "View"
         assert {el.get("name") for el in root.iter("Choices")} <= {"concepts", "verdict"}
+    # item review shows the run's whole concept list, one checklist per class, and the item's class
+    groups = concept_groups([{"concept_id": 0, "concept": "oven", "picked_for": "cooking"},
+                             {"concept_id": 1, "concept": "goal", "picked_for": "sports"},
+                             {"concept_id": 2, "concept": "spices", "picked_for": "cooking"}])
+    assert groups == [("cooking", ["oven", "spices"]), ("sports", ["goal"])]
+    root = ET.fromstring(review_config("item", groups))
+    assert [(c.get("name"), [x.get("value") for x in c.iter("Choice")]) for c in root.iter("Choices")] == [
+        ("concepts__0", ["oven", "spices"]), ("concepts__1", ["goal"])]
+    assert "Class: $label" in [h.get("value") for h in root.iter("Header")]
     assert 'value="$options"' in item_review_config(dynamic=True)
     assert '<Choice value="a &amp; b"/>' in item_review_config(["a & b"])  # the build's static form still works
     with pytest.raises(ValueError, match="review mode"):
@@ -40,15 +50,23 @@ def _task(run_id="r1", text="some text"):
                      concepts=["oven", "goal", "spices"], run_id=run_id, min_score=0.25)
 
 
+GROUPS = [("cooking", ["oven", "spices"]), ("sports", ["goal"])]
+
+
+def _push(run_id="r1", text="some text", ticked=("spices", "oven")):
+    return item_push_task(item_id="x", text=text, label="cooking", ticked=list(ticked), groups=GROUPS, score=0.7,
+                          run_id=run_id)
+
+
 def test_task_keys_are_stable_across_runs_and_fingerprints_follow_content():
-    a = item_review_task(_task("r1"), run_id="r1")
-    b = item_review_task(_task("r2"), run_id="r2")
-    c = item_review_task(_task("r2", text="other text"), run_id="r2")
+    a, b, c = _push("r1"), _push("r2"), _push("r2", text="other text")
     assert a.data.task_key == b.data.task_key == c.data.task_key == "item:x"
-    assert a.data.fingerprint == b.data.fingerprint != c.data.fingerprint
-    assert [o.value for o in a.data.options] == ["spices", "oven", "goal"]
-    assert a.predictions[0].result[0].value.choices == ["spices", "oven"]
-    assert a.predictions[0].model_version == "r1"
+    assert a.data.fingerprint == b.data.fingerprint != c.data.fingerprint != _push(ticked=["oven"]).data.fingerprint
+    # pre-ticks per class checklist; the prediction score is the uncertainty
+    assert [(r.from_name, r.value.choices) for r in a.predictions[0].result] == [("concepts__0", ["oven", "spices"])]
+    assert a.predictions[0].model_version == "r1" and a.predictions[0].score == 0.7
+    # no raw JSON columns in the pushed task list
+    assert set(task_json(a)["data"]) == {"item_id", "text", "label", "task_key", "fingerprint"}
     # the build's tasks.json form is unchanged: no push-only fields
     assert set(task_json(_task())["data"]) == {"item_id", "text", "label", "concept_scores"}
     assert Task.model_validate(task_json(a)) == a
@@ -57,9 +75,12 @@ def test_task_keys_are_stable_across_runs_and_fingerprints_follow_content():
 def test_concept_list_tasks_cover_each_class():
     rows = [{"concept_id": 0, "concept": "oven", "picked_for": "cooking", "gain": 1.0},
             {"concept_id": 1, "concept": "<goal>", "picked_for": "sports", "gain": 0.5}]
-    tasks = concept_list_tasks(rows, run_id="r")
+    tasks = concept_list_tasks(rows, run_id="r", examples={0: "<ul><li>bake it</li></ul>"})
     assert [t.data.task_key for t in tasks] == ["concept-list:cooking:oven", "concept-list:sports:<goal>"]
     assert "&lt;goal&gt;" in tasks[1].data.class_concepts
+    assert tasks[0].data.examples == "<ul><li>bake it</li></ul>" and tasks[1].data.examples == ""
+    # the score is a doubt in [0, 1] (not a gain shown as a percentage): a class's best pick is 0
+    assert [t.predictions[0].score for t in tasks] == [0.0, 0.0]
 
 
 def test_budget_picks_uncertain_then_diverse_deterministically():

@@ -38,6 +38,7 @@ def test_push_then_sync_pulls_only_changes(request, run_dag, run_copy, shared, n
         pytest.skip("the real Label Studio fixture `ls` (tests/labelstudio_fixtures.py) is not visible from "
                     "tests/dags; move ls_server/ls to tests/conftest.py to run this test")
     import httpx
+    import pyarrow.parquet as pq
 
     monkeypatch.setenv("AIRFLOW_CONN_CONCEPTKIT_LABELSTUDIO",
                        json.dumps({"conn_type": "http", "host": ls.url, "password": ls.token}))
@@ -57,9 +58,9 @@ def test_push_then_sync_pulls_only_changes(request, run_dag, run_copy, shared, n
     with httpx.Client(base_url=ls.url, headers={"Authorization": f"Token {ls.token}"}, timeout=30) as http:
         task = http.get("/api/tasks/", params={"project": project_id}).json()
         task = (task["tasks"] if isinstance(task, dict) else task)[0]
-        concept = next(iter(task["data"]["concept_scores"]))
+        concept = pq.read_table(run_copy / "concepts.parquet").column("concept")[0].as_py()
         http.post(f"/api/tasks/{task['id']}/annotations/", json={"result": [
-            {"from_name": "concepts", "to_name": "text", "type": "choices", "value": {"choices": [concept]}}]}
+            {"from_name": "concepts__0", "to_name": "text", "type": "choices", "value": {"choices": [concept]}}]}
         ).raise_for_status()
 
     states = run_dag("label_studio_sync", WHEN)

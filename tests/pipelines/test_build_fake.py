@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -45,10 +46,38 @@ def test_every_output_reads_back_with_its_schema(built):
     annotations = read_table(out / "annotations", annotations_schema(concepts.num_rows))
     assert annotations.num_rows == built["n_items"] - 2
     assert sorted(p.name for p in out.iterdir()) == [
-        ".conceptkit-run", "README.md", "annotations", "candidates.parquet", "concepts.parquet", "index", "labelstudio",
-        "llm_calls.parquet",
-        "manifest.json", "rejects.parquet"]
+        ".conceptkit-run", "README.md", "annotations", "candidates.parquet", "concepts.parquet", "index", "labels.json",
+        "labelstudio", "llm_calls.parquet", "manifest.json", "rejects.parquet"]
     assert not list(out.parent.glob(".t.*"))  # no staging or old directories left beside it
+
+
+def test_one_label_rule_for_labels_pre_ticks_and_review(built):
+    """The binary labels in annotations/, the review pre-ticks in tasks.json and what push/pull treat as the
+    model's labels are the same decision (annotation/labels.py), for every item of a real build."""
+    import json
+
+    from conceptkit.pipelines.annotation.labels import for_run
+    from conceptkit.pipelines.cli.labelstudio import load_run
+    from conceptkit.schemas.annotations import score_matrix
+
+    out = built["out"]
+    concepts = read_table(out / "concepts.parquet", CONCEPTS).to_pylist()
+    names = [c["concept"] for c in concepts]
+    annotations = read_table(out / "annotations", annotations_schema(len(names)))
+    rule = for_run(out, names)
+    decided = rule.decide(score_matrix(annotations), annotations.column("label").to_pylist())
+    stored = {i: set(ids) for i, ids in zip(annotations.column("item_id").to_pylist(),
+                                             annotations.column("concept_ids").to_pylist())}
+    assert any(stored.values())
+    tasks = json.loads((out / "labelstudio" / "tasks.json").read_text())
+    ticks = {t["data"]["item_id"]: {names.index(c) for c in t["predictions"][0]["result"][0]["value"]["choices"]}
+             if t["predictions"][0]["result"] else set() for t in tasks}
+    by_rule = {i: set(np.flatnonzero(row).tolist()) for i, row in zip(annotations.column("item_id").to_pylist(), decided)}
+    assert stored == ticks == by_rule
+    predicted = load_run(out).predicted()
+    assert predicted == {(i, c) for i, cs in stored.items() for c in cs}
+    # concepts.parquet's threshold is the rule's per-concept floor, not a constant 0.2
+    assert [round(c["threshold"], 4) for c in concepts] == [round(float(x), 4) for x in rule.concept_floor()]
 
 
 def test_every_item_once_in_annotations_or_rejects(built):
