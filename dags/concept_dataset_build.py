@@ -24,7 +24,10 @@ the same logical date twice gives the same outputs and no duplicates.
 
 ### Parameters
 `config` (YAML path), `run_name_template` (`{ds}`, `{ds_nodash}`, `{ts_nodash}`, `{dag_id}`), `runner` (`direct` or
-`dask`), `direct_num_workers`, `dask_workers` and `dask_scheduler` (Beam runner options), `review` and `review_budget` (what `conceptkit ls push` takes). Settings and connections: see `conceptkit_airflow.py`.
+`dask`), `direct_num_workers`, `dask_workers` and `dask_scheduler` (Beam runner options), `review` and `review_budget` (what `conceptkit ls push` takes),
+`use_review` (default true: when a run under the runs directory has review data, the newest such run's
+concept-list verdicts, typed concepts and per-concept precision are applied to this build's selection, as
+`conceptkit select RUN --use-review` does; the manifest's `review_used` says which). Settings and connections: see `conceptkit_airflow.py`.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ from conceptkit_airflow import DAG_POLICY, TAGS
         "review": Param("item", enum=["item", "concept", "concept-list"], description="Label Studio review mode"),
         "review_budget": Param(None, type=["null", "integer"], minimum=1,
                                description="Items to send for review (uncertain and diverse first); empty: all"),
+        "use_review": Param(True, type="boolean",
+                            description="apply the review data of the newest run that has some to the selection"),
     },
 )
 def concept_dataset_build():
@@ -85,6 +90,12 @@ def concept_dataset_build():
                     overrides["items"]["classes_file"] = str(resolve_path(cfg.items.classes_file))
             if cfg.cache_dir:
                 overrides["cache_dir"] = str(resolve_path(cfg.cache_dir))
+            if params.get("use_review", True):
+                from conceptkit_airflow import latest_reviewed_run
+
+                reviewed = latest_reviewed_run()
+                if reviewed is not None:
+                    overrides["selection"] = {"review_from": str(reviewed)}
             load_config(config, overrides)
         except (ConfigError, ValueError) as exc:
             raise AirflowFailException(str(exc)) from None

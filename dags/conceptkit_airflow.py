@@ -210,6 +210,19 @@ def push_to_label_studio(run_dir: str | os.PathLike[str], **options: Any) -> Any
     return as_xcom(call_label_studio("ls_push", run_dir, label_studio_connection(), **options))
 
 
+def latest_reviewed_run() -> Path | None:
+    """The newest committed run under the runs directory that has review data (pulled labels), or None."""
+    import json
+
+    from conceptkit.pipelines.review.apply import has_review
+
+    manifests = [p for p in runs_dir().glob("*/manifest.json")
+                 if not p.parent.name.startswith(".") and has_review(p.parent)]
+    if not manifests:
+        return None
+    return max(manifests, key=lambda p: json.loads(p.read_text()).get("created", "")).parent
+
+
 def latest_run() -> Path:
     """The committed run under the runs directory whose manifest is newest."""
     import json

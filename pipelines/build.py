@@ -198,6 +198,19 @@ def _run_build(cfg: BuildConfig, out: Path, *, argv: list[str] | None, cached_on
         examples=examples,
     )
     mined = mined_candidates(cfg, loaded)
+    review = None
+    if cfg.selection.review_from:
+        from conceptkit.pipelines.review.apply import ReviewDataError, has_review, load_review
+
+        if not has_review(cfg.selection.review_from):
+            raise UserError(f"{cfg.selection.review_from}: no review data (verified.parquet or "
+                            "human_candidates.parquet); pull some with `conceptkit ls pull` first")
+        try:
+            review = load_review(cfg.selection.review_from, list(loaded.classes))
+        except ReviewDataError as exc:
+            raise UserError(str(exc)) from None
+        mined = list(mined) + review.candidates
+        logger.info("using review data of %s: %s", cfg.selection.review_from, review.record())
     settings, embedded = llm_settings(cfg)
     need_llm = True
     if settings.cache_path and not settings.refresh_cache and Path(settings.cache_path).exists():
@@ -266,6 +279,7 @@ def _run_build(cfg: BuildConfig, out: Path, *, argv: list[str] | None, cached_on
             metrics = run_pipeline(
                 cfg, staged_items=str(staged), n_row_groups=n_groups, n_items=loaded.table.num_rows, classes=loaded.classes, requests=requests,
                 settings=settings, run_dir=run.tmp, run_id=run_id, modality=loaded.modality, mined=mined,
+                review=review,
             )
         except ConfigError as exc:
             raise UserError(str(exc)) from None
@@ -390,6 +404,8 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
         "models": {"llm": {"endpoint": llm["endpoint"], "model": settings.model}, "embedding": cfg.embedding.model},
         "counts": counts,
         "selection": metrics.get("selection"),
+        # what review data this selection applied (select --use-review), or None
+        "review_used": (metrics.get("selection") or {}).get("review"),
         "llm": llm,
         "concepts_per_class": per_class,
         "rounds": rounds,

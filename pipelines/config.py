@@ -168,6 +168,9 @@ class SelectionConfig(_Frozen):
     direction: Literal["off", "soft", "strongest"] = "soft"
     epsilon: float = Field(0.1, gt=0, lt=1)
     seed: int = 0
+    # A run directory whose review data (concept-list verdicts, human candidates, precision from item review)
+    # this selection applies (pipelines/review/apply.py); set by `conceptkit select RUN --use-review`.
+    review_from: str | None = None
 
 
 class IndexConfig(_Frozen):

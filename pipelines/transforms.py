@@ -419,10 +419,11 @@ class FilterCandidates(beam.DoFn):
 class SelectConcepts(beam.DoFn):
     """Filtered candidates + class embedding sums -> {candidates rows, concept rows, selection summary, rejects}."""
 
-    def __init__(self, cfg: SelectionConfig, classes: Sequence[str], generic_spread: float = 0.0) -> None:
+    def __init__(self, cfg: SelectionConfig, classes: Sequence[str], generic_spread: float = 0.0, review=None) -> None:
         self.cfg = cfg
         self.classes = list(classes)
         self.generic_spread = generic_spread
+        self.review = review  # ReviewInput (pipelines/review/apply.py) or None
 
     def process(self, filtered: dict, sums: dict):
         from conceptkit.pipelines.selection.stage import select_concepts
@@ -441,7 +442,7 @@ class SelectConcepts(beam.DoFn):
             if filtered["accepted"]:
                 concepts, summary = select_concepts(
                     filtered["accepted"], filtered["embeddings"], self.classes, class_means=means, cfg=self.cfg,
-                    generic_spread=self.generic_spread,
+                    generic_spread=self.generic_spread, review=self.review,
                 )
             else:
                 concepts, summary = [], {"selected": 0, "candidates": 0}
@@ -658,6 +659,7 @@ def build_pipeline(
     run_id: str,
     modality: str = "text",
     mined: Sequence[dict] = (),
+    review=None,
 ) -> None:
     """Compose the whole build as one graph writing into ``run_dir`` (the staged run directory)."""
     from dataclasses import asdict
@@ -710,7 +712,7 @@ def build_pipeline(
         | "ClassSums" >> beam.FlatMap(class_sums)
         | "SumPerClass" >> beam.CombinePerKey(add_sums)
     )
-    selection = filtered | "SelectConcepts" >> beam.ParDo(SelectConcepts(cfg.selection, classes, cfg.filters.generic_spread), sums=beam.pvalue.AsDict(sums))
+    selection = filtered | "SelectConcepts" >> beam.ParDo(SelectConcepts(cfg.selection, classes, cfg.filters.generic_spread, review), sums=beam.pvalue.AsDict(sums))
     done.append(
         selection
         | "SelectionSummary" >> beam.Map(lambda s: s["selection"])

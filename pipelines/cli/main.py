@@ -139,6 +139,17 @@ def _cmd_select(args: argparse.Namespace) -> int:
     selection = {k: v for k, v in {"k_per_class": args.k_per_class, "global_budget": args.global_budget,
                                    "alpha": args.alpha, "beta": args.beta, "optimizer": args.optimizer}.items()
                  if v is not None}
+    if args.use_review:
+        from conceptkit.pipelines.review.apply import has_review
+
+        if not has_review(args.run):
+            print(f"conceptkit select: error: {args.run}: no review data (verified.parquet or "
+                  "human_candidates.parquet); pull some with `conceptkit ls pull` first", file=sys.stderr)
+            return 2
+        # the review data is read before the build replaces the run (and carried into the new one)
+        selection["review_from"] = str(Path(args.run).resolve())
+    else:
+        selection["review_from"] = None
     saved["selection"] = {**saved.get("selection", {}), **selection}
     saved["out"] = args.out or args.run
     saved["llm"] = {**saved.get("llm", {}), "refresh_cache": False, "cache": True}
@@ -254,6 +265,9 @@ def make_parser() -> argparse.ArgumentParser:
     select.add_argument("--beta", type=float, metavar="X", help="weight of coverage")
     select.add_argument("--optimizer", choices=["naive", "lazy", "stochastic"])
     select.add_argument("--out", metavar="DIR", help="write the new selection here instead of replacing RUN")
+    select.add_argument("--use-review", action="store_true",
+                        help="apply RUN's review data: concept-list verdicts (reject, edit, keep = pinned), concepts "
+                             "reviewers typed, and per-concept precision from item review")
     select.set_defaults(func=_cmd_select)
     annotate = sub.add_parser(
         "annotate",

@@ -30,14 +30,31 @@ def select_concepts(
     class_means: Mapping[str, np.ndarray] | None,
     cfg: SelectionConfig,
     generic_spread: float = 0.0,
+    review=None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Concept rows (selection order, ``concept_id`` = position) and a summary of the selection.
 
     With item evidence, a candidate whose best class association exceeds its median class association by less
     than ``generic_spread`` is rejected as ``generic`` first (it points at no class), unless that would leave
-    one of its classes without candidates."""
+    one of its classes without candidates.
+
+    ``review`` (``conceptkit.pipelines.review.apply.ReviewInput``) applies what people said: a concept rejected
+    or replaced for a class leaves that class (``review_rejected`` when it leaves every class), its precision
+    weight scales its class association, and a kept one is pinned: selected for its class, in place of the
+    class's last unpinned pick when the class is full."""
     from conceptkit.pipelines.selection.submodular import select_labo
 
+    if review is not None:
+        keep = []
+        for i, cand in enumerate(accepted):
+            left = [c for c in cand.classes if not review.removes(c, cand.concept)]
+            if not left:
+                cand.reject("review_rejected")
+                continue
+            cand.classes[:] = left
+            keep.append(i)
+        accepted = [accepted[i] for i in keep]
+        embeddings = np.asarray(embeddings)[keep] if keep else np.zeros((0, np.asarray(embeddings).shape[1]))
     if len(accepted) == 0:
         raise ValueError("no accepted candidate concepts to select from")
     class_pos = {c: i for i, c in enumerate(classes)}
@@ -50,6 +67,8 @@ def select_concepts(
     if use_items:
         means = np.stack([class_means[c] for c in classes])
         association = class_association(embeddings, means)
+        if review is not None:
+            association = association * np.array([[review.weight(c.concept)] for c in accepted])
         if generic_spread > 0 and len(classes) > 2:
             spread = association.max(axis=1) - np.median(association, axis=1)
             generic = spread < generic_spread
@@ -72,8 +91,12 @@ def select_concepts(
         seed=cfg.seed,
         direction=cfg.direction,
     )
+    picks = [(idx, classes[int(result.picked_for[pos])], pos) for pos, idx in enumerate(result.selected.tolist())]
+    pinned_added = 0
+    if review is not None:
+        picks, pinned_added = _with_pins(picks, accepted, review, cfg.k_per_class)
     rows = []
-    for pos, idx in enumerate(result.selected.tolist()):
+    for pos, (idx, picked_for, at) in enumerate(picks):
         cand = accepted[idx]
         cand.selected = True
         rows.append(
@@ -81,11 +104,11 @@ def select_concepts(
                 "concept_id": pos,
                 "concept": cand.concept,
                 "classes": list(cand.classes),
-                "picked_for": classes[int(result.picked_for[pos])],
-                "rank": int(result.ranks[pos]),
-                "gain": float(result.gains[pos]),
-                "discriminability": float(result.discriminability[pos]),
-                "coverage_gain": float(result.coverage_gain[pos]),
+                "picked_for": picked_for,
+                "rank": int(result.ranks[at]) if at is not None else 0,
+                "gain": float(result.gains[at]) if at is not None else 0.0,
+                "discriminability": float(result.discriminability[at]) if at is not None else 0.0,
+                "coverage_gain": float(result.coverage_gain[at]) if at is not None else 0.0,
                 "candidate_id": cand.candidate_id,
                 "embedding": np.asarray(embeddings[idx], dtype=np.float32).tolist(),
             }
@@ -97,4 +120,30 @@ def select_concepts(
         "selected": len(rows),
         "candidates": len(accepted),
     }
+    if review is not None:
+        summary["review"] = {"pinned_added": pinned_added, **review.record()}
     return rows, summary
+
+
+def _with_pins(picks, accepted, review, k_per_class: int):
+    """``picks`` (candidate index, class, position in the optimiser's result) plus every pinned concept not yet
+    picked for its class; a full class gives up its last unpinned pick for it. Returns (picks, pins added)."""
+    picked = {(accepted[i].concept, cls) for i, cls, _ in picks}
+    added = 0
+    for i, cand in enumerate(accepted):
+        for cls in cand.classes:
+            if not review.pins(cls, cand.concept) or (cand.concept, cls) in picked:
+                continue
+            if any(j == i for j, _, _ in picks):
+                continue  # selected for another class already: one row per concept
+            of_class = [k for k, (j, c, _) in enumerate(picks) if c == cls]
+            if len(of_class) >= k_per_class:
+                drop = [k for k in of_class if not review.pins(cls, accepted[picks[k][0]].concept)]
+                if not drop:
+                    continue
+                accepted[picks[drop[-1]][0]].selected = False
+                del picks[drop[-1]]
+            picks.append((i, cls, None))
+            picked.add((cand.concept, cls))
+            added += 1
+    return picks, added

@@ -141,7 +141,25 @@ def built_runs(airflow_db, dagbag, demo_answers, tmp_path_factory) -> Builds:
             # Task states now: the next dag.test() of the same logical date clears this run's task instances.
             results.append((task_states(dag_run) | {"(dag run)": dag_run.state}, snapshot(run_dir), ids,
                             fake.requests - before))
+        # A reviewer typed a missing concept (as `conceptkit ls pull` writes it): the next build applies it.
+        write_human_candidate(runs / RUN_NAME, "quiet mountain trail", "travel")
+        dag_run = dag.test(logical_date=LOGICAL_DATE)
+        results.append((task_states(dag_run) | {"(dag run)": dag_run.state}, snapshot(runs / RUN_NAME), [], 0))
         yield Builds(runs, runs / RUN_NAME, results, fake)
+
+
+def write_human_candidate(run_dir: Path, concept: str, class_name: str) -> None:
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+
+    from conceptkit.schemas.verified import HUMAN_CANDIDATES
+
+    row = {"candidate_id": "human-test", "concept": concept, "raw": concept, "classes": [class_name],
+           "kind": "missing", "replaces": None, "item_id": None, "annotator": "a@example.com",
+           "time": datetime(2025, 6, 3, tzinfo=timezone.utc), "task_id": 1, "annotation_id": 1, "project_id": 1,
+           "source": "human"}
+    pq.write_table(pa.Table.from_pylist([row], schema=HUMAN_CANDIDATES), run_dir / "human_candidates.parquet")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import json
 
 
 def test_build_dag_succeeds_and_skips_push_without_label_studio(built_runs):
-    for states, *_ in built_runs.results:
+    for states, *_ in built_runs.results[:2]:
         assert states == {
             "(dag run)": "success", "plan": "success", "build_concepts": "success", "check_outputs": "success",
             "push_review_tasks": "skipped",
@@ -38,8 +38,20 @@ def test_llm_comes_from_the_airflow_connection(built_runs):
     assert all(b["model"] == "fake-model" for b in built_runs.fake.bodies)
 
 
+def test_a_build_applies_the_review_data_of_the_newest_reviewed_run(built_runs):
+    states = built_runs.results[2][0]
+    assert states["build_concepts"] == "success"
+    manifest = json.loads((built_runs.run_dir / "manifest.json").read_text())
+    assert manifest["review_used"]["source"] == str(built_runs.run_dir)
+    assert manifest["review_used"]["human_candidates"] == 1
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(built_runs.run_dir / "candidates.parquet").to_pylist()
+    assert any(r["concept"] == "quiet mountain trail" and r["source"] == "human" for r in rows)
+
+
 def test_rerun_of_the_same_logical_date_duplicates_nothing(built_runs):
-    (_, first, first_ids, _), (_, second, second_ids, second_requests) = built_runs.results
+    (_, first, first_ids, _), (_, second, second_ids, second_requests) = built_runs.results[:2]
     assert second_requests == 0  # every answer came from the LLM cache
     assert sorted(first_ids) == sorted(second_ids)
     assert {k: v for k, v in first.items() if k != "manifest.json"} == \
