@@ -220,6 +220,24 @@ class LabelStudioClient:
                          json=changes)
         return project, False
 
+    def ensure_view(self, project_id: int, *, title: str, hidden: Sequence[str], ordering: Sequence[str] = ()) -> int:
+        """A Data Manager tab named ``title`` that hides ``hidden`` columns (``tasks:data.<field>``,
+        ``tasks:<column>``) and sorts by ``ordering``; created or brought up to date. Returns its id."""
+        views = self.request("GET", "/api/dm/views/", what=f"list views of project {project_id}",
+                             params={"project": project_id}).json()
+        data = {"title": title, "hiddenColumns": {"explore": list(hidden), "labeling": list(hidden)},
+                "ordering": list(ordering)}
+        for view in views:
+            current = view.get("data") or {}
+            if current.get("title") == title:
+                if {k: current.get(k) for k in data} != data:
+                    self.request("PATCH", f"/api/dm/views/{view['id']}/", what=f"update view {view['id']}",
+                                 json={"project": project_id, "data": {**current, **data}})
+                return int(view["id"])
+        created = self.request("POST", "/api/dm/views/", what=f"create a view in project {project_id}",
+                               json={"project": project_id, "data": data}).json()
+        return int(created["id"])
+
     def show_predictions_of(self, project: Mapping[str, Any], model_version: str) -> None:
         """Pre-label with ``model_version``'s predictions (Label Studio shows one model version's predictions;
         it accepts a version only once predictions of it exist)."""

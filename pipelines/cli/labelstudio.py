@@ -251,6 +251,17 @@ def review_tasks(run: RunData, mode: str, *, budget: int | None = None, seed: in
     return out
 
 
+VIEW_TITLE = "conceptkit review"
+_RAW = ["tasks:data.task_key", "tasks:data.fingerprint", "tasks:data", "tasks:predictions_results",
+        "tasks:annotations_results", "tasks:annotations_ids", "tasks:predictions_model_versions", "tasks:file_upload",
+        "tasks:storage_filename", "tasks:inner_id", "tasks:updated_by", "tasks:draft_exists"]
+HIDDEN_COLUMNS = {
+    "item": _RAW + ["tasks:data.concept_scores", "tasks:data.options"],
+    "concept": _RAW + ["tasks:data.concept_id"],
+    "concept-list": _RAW + ["tasks:data.class_concepts", "tasks:data.examples", "tasks:data.concept_id",
+                            "tasks:data.text"],
+}
+
 DEFAULT_INSTRUCTIONS = {
     "item": "<p>Read the item. Tick every concept of the list that the item shows, whatever class the concept is "
             "listed under, and untick every pre-ticked concept it does not show. A concept is shown when a careful "
@@ -321,6 +332,9 @@ def ls_push(
                             label_config=review_config(review, concept_groups(data.concepts)),
                             run_id=tasks[0].predictions[0].model_version if tasks else data.run_id,
                             tasks=[task_json(t) for t in tasks], batch_size=batch_size, settings=settings)
+        # The task list a reviewer sees: no internal or raw JSON columns, most uncertain first.
+        client.ensure_view(result.project_id, title=VIEW_TITLE, hidden=HIDDEN_COLUMNS[review],
+                           ordering=["-tasks:predictions_score"])
         server = client.url
     state = _read_json(data.path / "review.json")
     state.setdefault("projects", {})[review] = {

@@ -163,11 +163,11 @@ def concept_list_review_config() -> str:
     return (
         "<View>\n"
         '  <Header value="$class_name"/>\n'
-        '  <HyperText name="class_concepts" value="$class_concepts"/>\n'
+        '  <HyperText name="class_concepts" value="$class_concepts" inline="true"/>\n'
         '  <Header value="Keep, reject or edit this concept for the class:" size="5"/>\n'
         f'  <Text name="{TEXT}" value="$text"/>\n'
         '  <Header value="Items that score highest, and items near the labelling cut:" size="6"/>\n'
-        '  <HyperText name="examples" value="$examples"/>\n'
+        '  <HyperText name="examples" value="$examples" inline="true"/>\n'
         f'  <Choices name="{VERDICT}" toName="{TEXT}" choice="single-radio" showInline="true" required="true">\n'
         f"{choices}\n"
         "  </Choices>\n"

@@ -42,6 +42,15 @@ def test_push_annotate_pull(ls, tiny_run):
     predicted = {c for result in prediction["result"] for c in result["value"]["choices"]}
     assert predicted and 0 < prediction["score"] <= 1  # the model's uncertainty, not a cosine
     assert "options" not in oven_task["data"] and "concept_scores" not in oven_task["data"]
+    # the project: instructions, overlap, and a task list without internal or raw JSON columns
+    with api(ls) as http:
+        project = http.get(f"/api/projects/{pushed['project_id']}/").json()
+        views = http.get("/api/dm/views/", params={"project": pushed["project_id"]}).json()
+    assert "Tick every concept" in project["expert_instruction"] and project["show_instruction"]
+    assert project["maximum_annotations"] == 1
+    view = next(v["data"] for v in views if v["data"]["title"] == "conceptkit review")
+    assert {"tasks:data", "tasks:predictions_results", "tasks:data.fingerprint"} <= set(view["hiddenColumns"]["explore"])
+    assert view["ordering"] == ["-tasks:predictions_score"]
     options = [c for cs in CLASSES.values() for c in cs]  # every concept of the run is on the checklist
 
     with api(ls) as http:
@@ -262,3 +271,21 @@ def read_table_bytes(data: bytes):
     import pyarrow.parquet as pq
 
     return pq.read_table(io.BytesIO(data))
+
+
+def test_instructions_and_overlap_set_the_project(ls, tiny_run, tmp_path, capsys):
+    run = tiny_run()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Judge the text, not the title.\n\nAsk <Ann> when unsure.\n")
+    pid = ls_push(run, url=ls.url, instructions=notes, annotators_per_task=2, **FAST)["project_id"]
+    with api(ls) as http:
+        project = http.get(f"/api/projects/{pid}/").json()
+    assert project["maximum_annotations"] == 2  # every task is labelled twice: agreement gets data
+    assert project["expert_instruction"] == "<p>Judge the text, not the title.</p><p>Ask &lt;Ann&gt; when unsure.</p>"
+    for bad, message in (([str(tmp_path / "missing.txt")], "--instructions"), (["--annotators-per-task", "0"],
+                                                                                "--annotators-per-task")):
+        argv = ["ls", "push", str(run), "--url", ls.url]
+        argv += ["--instructions", *bad] if message == "--instructions" else bad
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
