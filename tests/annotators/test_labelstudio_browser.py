@@ -69,6 +69,15 @@ def submit(page, ls, task_id: int) -> None:
     raise AssertionError(f"task {task_id}: the submitted annotation never reached the server")
 
 
+def submit_with_text(page, ls, task_id: int, placeholder: str, text: str) -> None:
+    """Type ``text`` into the text box with ``placeholder``, add it (Shift+Enter), submit, close the page."""
+    area = page.get_by_placeholder(placeholder)
+    area.fill(text)
+    area.press("Shift+Enter")
+    submit(page, ls, task_id)
+    page.close()
+
+
 def choose(page, verdict: str) -> None:
     """Click a single-choice option (its label also shows a hotkey: "unsure[3]")."""
     page.locator("label").filter(has_text=re.compile(rf"^\s*{verdict}\b")).first.click()
@@ -115,11 +124,7 @@ def test_item_review_in_the_browser(ls, tiny_run, chromium, tmp_path):
     wrong = sorted(predicted)[0]
     page.locator(f"input.ant-checkbox-input[name='{missed}']").click()
     page.locator(f"input.ant-checkbox-input[name='{wrong}']").click()
-    area = page.get_by_placeholder("Missing concepts, one per line")
-    area.fill("knife work")
-    area.press("Shift+Enter")
-    submit(page, ls, task["id"])
-    page.close()
+    submit_with_text(page, ls, task["id"], "Missing concepts, one per line", "knife work")
 
     ls_pull(run, url=ls.url, **FAST)
     mine = {r["concept"]: r["label"] for r in read_table(run / "verified.parquet", VERIFIED).to_pylist()
@@ -163,11 +168,7 @@ def test_concept_list_review_in_the_browser(ls, tiny_run, chromium, tmp_path):
     page.get_by_text("recipe", exact=True).first.wait_for()
     keep_screenshot(page, tmp_path, "labelstudio-concept-list.png")
     choose(page, "edit")
-    area = page.get_by_placeholder("New wording (when editing)")
-    area.fill("ground spices")
-    area.press("Shift+Enter")
-    submit(page, ls, task["id"])
-    page.close()
+    submit_with_text(page, ls, task["id"], "New wording (when editing)", "ground spices")
 
     ls_pull(run, url=ls.url, **FAST)
     rows = [r for r in read_table(run / "verified.parquet", VERIFIED).to_pylist() if r["review"] == "concept-list"]
