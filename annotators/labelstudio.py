@@ -220,6 +220,13 @@ class LabelStudioClient:
                          json=changes)
         return project, False
 
+    def annotated_controls(self, project_id: int) -> list[str]:
+        """The control names (``from_name``) that the project's annotations use (Label Studio's summary)."""
+        summary = self.request("GET", f"/api/projects/{project_id}/summary/",
+                               what=f"read the summary of project {project_id}").json()
+        names = {key.split("|", 1)[0] for key in (summary.get("created_annotations") or {})}
+        return sorted(n for n in names if n)
+
     def ensure_view(self, project_id: int, *, title: str, hidden: Sequence[str], ordering: Sequence[str] = ()) -> int:
         """A Data Manager tab named ``title`` that hides ``hidden`` columns (``tasks:data.<field>``,
         ``tasks:<column>``) and sorts by ``ordering``; created or brought up to date. Returns its id."""

@@ -15,9 +15,9 @@ The rule (chosen by measurement on TREC's 50 fine question types, benchmarks/ben
 
 One concept among ``n`` can stand out of an item's spread by at most sqrt(n - 1) standard deviations, so for
 small concept sets the cut is capped at half that (``effective_z``; 3 holds from 37 concepts on). With fewer
-than ``MIN_CONCEPTS_FOR_ITEM_CONTEXT`` concepts, step 2 is skipped. A concept with a threshold fitted from human labels (``conceptkit ls pull``) is decided
-by that threshold on the raw score instead: people's answers override the unsupervised rule, concept by
-concept, for every later push, pull and eval.
+than ``MIN_CONCEPTS_FOR_ITEM_CONTEXT`` concepts, step 2 is skipped. A concept with a cut fitted from human labels (``conceptkit ls pull``) is decided by that
+cut instead of 0, on the same margins (so the item and class context stay): people's answers move each
+concept's cut, concept by concept, for every later push, pull, refresh and eval.
 
 The rule is stored in the run as ``labels.json`` (``save``/``load``); the human thresholds live in
 ``review.json`` and join it in ``for_run``.
@@ -45,7 +45,9 @@ class LabelRule:
     mean: np.ndarray  # per concept, over the run's items
     std: np.ndarray
     z: float = DEFAULT_Z
-    refits: Mapping[int, float] = field(default_factory=dict)  # concept_id -> raw-score threshold from people
+    # concept_id -> the cut fitted to people's answers, in the rule's units: the concept is shown when its margin
+    # (double z-score minus z, class penalty included) reaches the cut instead of 0
+    refits: Mapping[int, float] = field(default_factory=dict)
     # Per concept, the classes it was proposed for; with class_margin, a labelled item of another class needs
     # that much more (None: class context off; inf: ACC, never).
     classes: tuple[tuple[str, ...], ...] = ()
@@ -92,16 +94,16 @@ class LabelRule:
 
     def margins(self, scores: np.ndarray, labels=None) -> np.ndarray:
         """(items x concepts) signed distance to the decision, in the rule's units (>= 0 means shown): the double
-        z-score minus ``z`` (and the class penalty for a labelled item, ``labels`` in item order), or for a
-        concept with a human threshold, (score - threshold) / the concept's std."""
+        z-score minus ``z``, minus the class penalty for a labelled item (``labels`` in item order), minus the
+        concept's human cut where a pull fitted one."""
         scores = np.asarray(scores, dtype=np.float32)
         out = self.standardised(scores) - self.effective_z
         penalty = self.class_penalty(labels)
         if penalty is not None:
             out -= penalty
-        for cid, threshold in self.refits.items():
+        for cid, cut in self.refits.items():
             if 0 <= cid < self.n_concepts:
-                out[:, cid] = (scores[:, cid] - threshold) / max(float(self.std[cid]), _EPS)
+                out[:, cid] -= np.float32(cut)
         return out
 
     def decide(self, scores: np.ndarray, labels=None) -> np.ndarray:
@@ -109,13 +111,10 @@ class LabelRule:
         return self.margins(scores, labels) >= 0
 
     def concept_floor(self) -> np.ndarray:
-        """Per concept, the raw score at which the concept-level z reaches ``z`` (``concepts.parquet``'s
-        ``threshold``; the item-level step moves each item's cut around it), or the human threshold."""
-        floor = (self.mean + self.effective_z * self.std).astype(np.float32)
-        for cid, threshold in self.refits.items():
-            if 0 <= cid < self.n_concepts:
-                floor[cid] = threshold
-        return floor
+        """Per concept, the raw score at which the concept-level z reaches ``z`` plus the human cut
+        (``concepts.parquet``'s ``threshold``; the item and class steps move each item's cut around it)."""
+        cut = np.array([self.refits.get(c, 0.0) for c in range(self.n_concepts)], dtype=np.float32)
+        return (self.mean + (self.effective_z + cut) * self.std).astype(np.float32)
 
     def with_refits(self, refits: Mapping[int, float]) -> "LabelRule":
         return replace(self, refits=dict(refits))
@@ -184,7 +183,8 @@ def load(run_dir: str | os.PathLike[str], n_concepts: int) -> LabelRule:
 
 
 def human_thresholds(run_dir: str | os.PathLike[str], concept_names: list[str]) -> dict[int, float]:
-    """concept_id -> the threshold the last pull fitted from human labels (review.json), for this run's concepts."""
+    """concept_id -> the cut the last pull fitted from human labels (review.json ``review.thresholds``), for this
+    run's concepts."""
     try:
         review = json.loads((Path(run_dir) / "review.json").read_text(encoding="utf-8")).get("review", {})
     except FileNotFoundError:
@@ -192,7 +192,7 @@ def human_thresholds(run_dir: str | os.PathLike[str], concept_names: list[str]) 
     except (OSError, ValueError) as exc:
         raise LabelRuleError(f"{Path(run_dir) / 'review.json'}: unreadable: {exc}") from None
     ids = {c: i for i, c in enumerate(concept_names)}
-    return {ids[c]: float(t["threshold"]) for c, t in (review.get("thresholds") or {}).items() if c in ids}
+    return {ids[c]: float(t["cut"]) for c, t in (review.get("thresholds") or {}).items() if c in ids and "cut" in t}
 
 
 def for_run(run_dir: str | os.PathLike[str], concept_names: list[str]) -> LabelRule:

@@ -46,7 +46,9 @@ from conceptkit.annotators.labelstudio import (
 )
 from conceptkit.pipelines.annotation.labels import LabelRule, LabelRuleError, for_run
 from conceptkit.pipelines.review.tasks import (
+    concept_controls,
     concept_groups,
+    is_concept_control,
     concept_list_tasks,
     concept_task,
     examples_html,
@@ -201,11 +203,27 @@ def concept_examples(run: RunData, margins: np.ndarray, *, n: int = 3) -> dict[i
     return out
 
 
-def review_tasks(run: RunData, mode: str, *, budget: int | None = None, seed: int = 0) -> list[Task]:
-    """The tasks a push sends for ``mode``: all of them, or ``budget`` chosen by uncertainty (the distance to the
-    label rule's cut, re-fitted concepts included) and diversity, among items nobody has judged yet."""
+PICKS = ("uncertain", "random")
+
+
+def _choose(pick: str, margins: np.ndarray, vectors: np.ndarray, budget: int, seed: int) -> np.ndarray:
+    """``budget`` row indices: uncertain then diverse (active learning), or a seeded uniform sample (an unbiased
+    estimate of label quality)."""
+    if pick == "random":
+        rng = np.random.default_rng(seed)
+        return np.sort(rng.choice(len(margins), size=min(budget, len(margins)), replace=False))
+    return select_uncertain_diverse(margins, vectors, budget, seed=seed)
+
+
+def review_tasks(run: RunData, mode: str, *, budget: int | None = None, seed: int = 0,
+                 pick: str = "uncertain") -> list[Task]:
+    """The tasks a push sends for ``mode``: all of them, or ``budget`` among items nobody has judged yet, chosen
+    by ``pick``: uncertainty (the distance to the label rule's cut, re-fitted concepts included) and diversity,
+    or at random."""
     if mode not in REVIEW_MODES:
         raise ReviewError(f"--review must be one of {', '.join(REVIEW_MODES)}; got {mode!r}")
+    if pick not in PICKS:
+        raise ReviewError(f"--pick must be one of {', '.join(PICKS)}; got {pick!r}")
     if budget is not None and budget < 1:
         raise ReviewError(f"--budget must be >= 1, got {budget}")
     margins = run.rule.margins(run.scores, run.labels)
@@ -224,7 +242,7 @@ def review_tasks(run: RunData, mode: str, *, budget: int | None = None, seed: in
         least = np.abs(margins).min(axis=1) if len(names) else np.zeros(len(run.item_ids))
         chosen = open_rows
         if budget is not None and len(open_rows):
-            chosen = open_rows[select_uncertain_diverse(least[open_rows], run.scores[open_rows], budget, seed=seed)]
+            chosen = open_rows[_choose(pick, least[open_rows], run.scores[open_rows], budget, seed)]
         out = []
         for i in chosen:
             data = run.tasks[run.item_ids[i]].data
@@ -238,8 +256,7 @@ def review_tasks(run: RunData, mode: str, *, budget: int | None = None, seed: in
     chosen = range(len(pairs))
     if budget is not None and pairs:
         rows = np.array([i for i, _ in pairs], dtype=np.int64)
-        chosen = select_uncertain_diverse(np.array([abs(margins[i, c]) for i, c in pairs]), run.scores[rows], budget,
-                                          seed=seed)
+        chosen = _choose(pick, np.array([abs(margins[i, c]) for i, c in pairs]), run.scores[rows], budget, seed)
     out = []
     for k in chosen:
         i, c = pairs[k]
@@ -313,6 +330,7 @@ def ls_push(
     instructions: str | os.PathLike[str] | None = None,
     annotators_per_task: int = 1,
     seed: int = 0,
+    pick: str = "uncertain",
 ) -> dict[str, Any]:
     """Create or update the run's ``review`` project and import its tasks; returns a summary.
 
@@ -324,12 +342,17 @@ def ls_push(
                 "show_instruction": True, "maximum_annotations": annotators_per_task,
                 "overlap_cohort_percentage": 100}
     data = load_run(run)
-    tasks = review_tasks(data, review, budget=budget, seed=seed)
+    tasks = review_tasks(data, review, budget=budget, seed=seed, pick=pick)
     with _client(url, token_env, timeout_s, max_retries) as client:
         marker = project_marker(data.lineage, review)
-        _check_recorded_project(data, review, client.find_project(marker), client.url)
+        existing = client.find_project(marker)
+        _check_recorded_project(data, review, existing, client.url)
+        retired = []
+        if existing and review == "item":
+            used = set(concept_controls(existing.get("label_config", ""))) | set(client.annotated_controls(existing["id"]))
+            retired = sorted(n for n in used if is_concept_control(n))
         result = push_tasks(client, marker=marker, title=f"{data.name} · {review} review",
-                            label_config=review_config(review, concept_groups(data.concepts)),
+                            label_config=review_config(review, concept_groups(data.concepts), retired),
                             run_id=tasks[0].predictions[0].model_version if tasks else data.run_id,
                             tasks=[task_json(t) for t in tasks], batch_size=batch_size, settings=settings)
         # The task list a reviewer sees: no internal or raw JSON columns, most uncertain first.
@@ -416,7 +439,8 @@ def ls_pull(
     candidates.sort(key=lambda r: (r["project_id"], r["task_id"], r["annotation_id"], r["concept"]))
 
     merged, metrics = merge_labels(item_ids=data.item_ids, scores=data.scores, predicted=data.predicted(),
-                                   concepts=data.concept_names, verified=verified, min_labels=min_labels)
+                                   concepts=data.concept_names, verified=verified, min_labels=min_labels,
+                                   margins=data.rule.with_refits({}).margins(data.scores, data.labels))
     write_table(verified_path, verified, VERIFIED)
     write_table(cand_path, candidates, HUMAN_CANDIDATES)
     write_table(data.path / "merged.parquet", merged, MERGED)
@@ -514,7 +538,11 @@ def register(subparsers: Any) -> None:
                       help="item: checklist per item; concept: one item and one concept; concept-list: a class's "
                            "concepts (default item)")
     push.add_argument("--budget", type=int, default=None, metavar="N",
-                      help="send only N tasks, chosen by uncertainty and diversity (default: all)")
+                      help="send only N tasks, among items nobody judged yet, chosen by --pick (default: all)")
+    push.add_argument("--pick", choices=PICKS, default="uncertain",
+                      help="with --budget: uncertain (nearest the labelling cut, then diverse: active learning) or "
+                           "random (an unbiased sample for measuring label quality); default uncertain")
+    push.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the pick (default 0)")
     push.add_argument("--batch-size", type=int, default=200, metavar="N", help="tasks per import request")
     push.add_argument("--instructions", default=None, metavar="FILE",
                       help="instructions shown to reviewers (.html as is, else plain text; default: the mode's)")
@@ -561,7 +589,8 @@ def _cmd_push(args: argparse.Namespace) -> int:
     def call() -> int:
         s = ls_push(args.run, review=args.review, budget=args.budget, url=args.url, token_env=args.token_env,
                     batch_size=args.batch_size, timeout_s=args.timeout, max_retries=args.max_retries,
-                    instructions=args.instructions, annotators_per_task=args.annotators_per_task)
+                    instructions=args.instructions, annotators_per_task=args.annotators_per_task,
+                    pick=args.pick, seed=args.seed)
         print(f"conceptkit ls push: {s['run']} -> project {s['project_id']} at {s['url']} ({s['review']} review): "
               f"{s['imported']} imported, {s['updated']} updated, {s['unchanged']} unchanged, "
               f"{s['tasks']} tasks in the project")

@@ -7,7 +7,8 @@ model's NEC, confusion matrix, per-class accuracy, explanations, concept-label m
 ``weights.parquet`` (the sparse model: concept, class, weight) and ``report.html``; each written atomically.
 
 Every row uses the same items, splits and classifier (``models``): the run's concepts (its stored scores), the
-sparse bottleneck, the black box (raw embeddings), random phrases from a fixed generic vocabulary (as many as the
+same with CB-LLM's automatic concept correction of the train split (``bottleneck_acc``: a concept not proposed
+for the item's class is zeroed before fitting), the sparse bottleneck, the black box (raw embeddings), random phrases from a fixed generic vocabulary (as many as the
 run has concepts, a new draw per seed), zero-shot class names, and every ``compare`` concept set.
 """
 
@@ -175,6 +176,13 @@ def evaluate_run(
 
     rows: list[models.Row] = []
     rows += models.few_shot_rows("bottleneck", train_scores, y_train, test_scores, y_test, n_classes=n_classes,
+                                 shots=shots, seeds=seeds)
+    # CB-LLM's automatic concept correction (ACC): in the train split, a concept not proposed for the item's
+    # class is zeroed before the bottleneck is fitted (test items keep their scores: their class is unknown).
+    concept_classes = concepts.column("classes").to_pylist()
+    associated = np.array([[classes[y] in cs for cs in concept_classes] for y in range(n_classes)], dtype=bool)
+    acc_train = np.where(associated[y_train], train_scores, 0.0).astype(np.float32)
+    rows += models.few_shot_rows("bottleneck_acc", acc_train, y_train, test_scores, y_test, n_classes=n_classes,
                                  shots=shots, seeds=seeds)
     sparse = models.sparse_model(train_scores, y_train, test_scores, y_test, n_classes=n_classes, nec=nec)
     rows.append(models.Row("sparse", "all", sparse.accuracy, 0.0, 1, len(names),

@@ -61,6 +61,17 @@ def is_concept_control(name: str) -> bool:
     return name == CONCEPTS or name.startswith(f"{CONCEPTS}__")
 
 
+def concept_controls(label_config: str) -> list[str]:
+    """The item-review checklist names (``concepts``, ``concepts__<k>``) of a labeling config."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(label_config or "<View/>")
+    except ET.ParseError:
+        return []
+    return [el.get("name") for el in root.iter("Choices") if is_concept_control(el.get("name") or "")]
+
+
 def concept_groups(concepts: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[str]]]:
     """(class, its concepts in concept_id order) for every class a run's concepts were picked for, by class name."""
     by_class: dict[str, list[str]] = defaultdict(list)
@@ -103,13 +114,15 @@ def xml_safe(text: str) -> str:
 
 
 def item_review_config(concepts: Sequence[str] = (), *, groups: Sequence[tuple[str, Sequence[str]]] | None = None,
-                       dynamic: bool = False) -> str:
+                       dynamic: bool = False, retired: Sequence[str] = ()) -> str:
     """Labeling config for item review: the item's text and class, the run's concept checklist, free text for
     missing concepts.
 
     ``groups`` (class, concepts) shows the whole concept list grouped by the class each concept was picked for,
     one checklist per class (``group_control(k)``); ``dynamic=True`` takes each task's checklist from its
-    ``options`` instead (older pushes); else one checklist of ``concepts``.
+    ``options`` instead (older pushes); else one checklist of ``concepts``. ``retired`` names checklists that
+    existing annotations use but the run no longer has (an older push, a reselection with fewer classes): they
+    stay in the config, empty, because Label Studio refuses a config that orphans annotations.
     """
     head = (
         "<View>\n"
@@ -125,6 +138,10 @@ def item_review_config(concepts: Sequence[str] = (), *, groups: Sequence[tuple[s
             blocks.append(f'  <Header value={quoteattr("Concepts of " + xml_safe(class_name))} size="6"/>\n'
                           f'  <Choices name="{group_control(k)}" toName="{TO_NAME}" choice="multiple" showInline="true">\n'
                           f"{_choice_tags(names)}\n  </Choices>\n")
+        for name in retired:
+            if not any(name == group_control(k) for k in range(len(groups))):
+                blocks.append(f'  <Choices name={quoteattr(name)} toName="{TO_NAME}" choice="multiple" '
+                              'value="$retired_options"/>\n')
         choices_tag = "".join(blocks)
     elif dynamic:
         choices_tag = (f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="multiple" showInline="false"'
@@ -177,10 +194,11 @@ def concept_list_review_config() -> str:
     )
 
 
-def review_config(mode: str, groups: Sequence[tuple[str, Sequence[str]]] = ()) -> str:
-    """The labeling config a push uses for ``mode`` (item review lists ``groups``, the run's concepts by class)."""
+def review_config(mode: str, groups: Sequence[tuple[str, Sequence[str]]] = (), retired: Sequence[str] = ()) -> str:
+    """The labeling config a push uses for ``mode`` (item review lists ``groups``, the run's concepts by class,
+    and keeps the ``retired`` checklists of earlier pushes)."""
     if mode == "item":
-        return item_review_config(groups=list(groups))
+        return item_review_config(groups=list(groups), retired=retired)
     if mode == "concept":
         return concept_review_config()
     if mode == "concept-list":
@@ -506,15 +524,19 @@ def merge_labels(
     concepts: Sequence[str],
     verified: Sequence[Mapping[str, Any]],
     min_labels: int = 10,
+    margins: np.ndarray | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Human labels over model labels, re-fitted thresholds, and agreement metrics.
 
     ``scores`` is the run's (items x concepts) matrix in ``item_ids`` order; ``predicted`` the (item, concept)
-    pairs the run ticked. Returns the merged rows (``conceptkit.schemas.verified.MERGED``) and the ``review`` metrics:
+    pairs the run ticked; ``margins`` the label rule's (items x concepts) margins before any human cut
+    (``LabelRule.margins``), on which each concept's cut is fitted (default: the raw scores, a plain threshold).
+    Returns the merged rows (``conceptkit.schemas.verified.MERGED``) and the ``review`` metrics:
     per-concept model-vs-human precision/recall/F1 (of the run's labels, before any refit), re-fitted thresholds
     and inter-annotator agreement.
     """
     scores = np.asarray(scores, dtype=np.float32)
+    values = scores if margins is None else np.asarray(margins, dtype=np.float32)
     row_of = {item_id: i for i, item_id in enumerate(item_ids)}
     votes = {k: v for k, v in human_votes(verified).items() if k[0] in row_of and 0 <= k[1] < len(concepts)}
     human = {k: majority(v) for k, v in votes.items()}
@@ -525,14 +547,14 @@ def merge_labels(
         if label is not None:
             by_concept[cid].append((item_id, label))
     for cid, pairs in sorted(by_concept.items()):
-        s = np.array([scores[row_of[i], cid] for i, _ in pairs])
+        s = np.array([values[row_of[i], cid] for i, _ in pairs])
         refit = refit_threshold(s, np.array([lab for _, lab in pairs]), min_labels=min_labels)
         if refit is not None:
             refits[cid] = refit
 
     keys = set(predicted) | set(votes)
     for cid, refit in refits.items():
-        on = np.nonzero(scores[:, cid] >= refit.threshold)[0]
+        on = np.nonzero(values[:, cid] >= refit.threshold)[0]
         keys.update((item_ids[i], cid) for i in on)
     rows = []
     for item_id, cid in sorted(keys, key=lambda k: (row_of.get(k[0], -1), k[1])):
@@ -545,7 +567,7 @@ def merge_labels(
         if label is not None:
             final, source = label, "human"
         elif cid in refits:
-            final, source = score >= refits[cid].threshold, "model_refit"
+            final, source = float(values[row_of[item_id], cid]) >= refits[cid].threshold, "model_refit"
         else:
             final, source = model, "model"
         rows.append({
@@ -569,7 +591,7 @@ def merge_labels(
         totals = [totals[0] + tp, totals[1] + fp, totals[2] + fn, totals[3] + tn]
         entry: dict[str, Any] = {"concept": concepts[cid], "n": tp + fp + fn + tn, **_prf(tp, fp, fn)}
         if cid in refits:
-            entry["refit_threshold"] = refits[cid].threshold
+            entry["refit_cut"] = refits[cid].threshold
             entry["refit_f1"] = refits[cid].f1
         per_concept[concepts[cid]] = entry
     multi = [list(v.values()) for v in votes.values() if len(v) >= 2]
@@ -578,7 +600,8 @@ def merge_labels(
         "judged_pairs": sum(lab is not None for lab in human.values()),
         "tied_pairs": sum(lab is None for lab in human.values()),
         "model_vs_human": {"overall": {"n": sum(totals), **_prf(*totals[:3])}, "per_concept": per_concept},
-        "thresholds": {concepts[c]: {"threshold": r.threshold, "n": r.n, "f1": r.f1} for c, r in refits.items()},
+        # each concept's cut fitted to people's answers, in the units of ``margins`` (the label rule's)
+        "thresholds": {concepts[c]: {"cut": r.threshold, "n": r.n, "f1": r.f1} for c, r in refits.items()},
         "inter_annotator": {
             "pairs_with_several": len(multi),
             "percent_agreement": _round(sum(pairwise) / len(pairwise)) if pairwise else None,

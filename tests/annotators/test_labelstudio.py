@@ -289,3 +289,62 @@ def test_instructions_and_overlap_set_the_project(ls, tiny_run, tmp_path, capsys
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_a_changed_concept_list_keeps_checklists_that_annotations_use(ls, tiny_run):
+    """Label Studio refuses a labeling config that orphans existing annotations: a push after a reselection
+    (other classes, fewer checklists) or after an older push (one ``concepts`` checklist) keeps those names."""
+    import pyarrow.parquet as pq
+    import pyarrow as pa
+
+    run = tiny_run()
+    pid = ls_push(run, url=ls.url, **FAST)["project_id"]
+    task = project_tasks(ls, pid)["item:weather-0"]
+    with api(ls) as http:
+        http.post(f"/api/tasks/{task['id']}/annotations/", json={"result": [
+            {"from_name": "concepts", "to_name": "text", "type": "choices", "value": {"choices": ["rain"]}},
+            {"from_name": "concepts__2", "to_name": "text", "type": "choices", "value": {"choices": ["storm"]}}]}
+        ).raise_for_status()
+    # the reselected run: the weather concepts now belong to "sports" (two checklists instead of three)
+    table = pq.read_table(run / "concepts.parquet")
+    picked = ["sports" if p == "weather" else p for p in table.column("picked_for").to_pylist()]
+    table = table.set_column(table.schema.get_field_index("picked_for"), table.schema.field("picked_for"),
+                             pa.array(picked, pa.string()))
+    pq.write_table(table, run / "concepts.parquet")
+    again = ls_push(run, url=ls.url, **FAST)
+    assert again["project_id"] == pid
+    with api(ls) as http:
+        config = http.get(f"/api/projects/{pid}/").json()["label_config"]
+    assert 'name="concepts__2"' in config and 'name="concepts"' in config
+    pulled = ls_pull(run, url=ls.url, **FAST)
+    rows = read_table(run / "verified.parquet", VERIFIED).to_pylist()
+    assert {r["concept"] for r in rows if r["label"] == "present"} == {"rain", "storm"} and pulled["verified"]["rows"]
+
+
+def test_refitted_cuts_become_the_rule_for_the_next_push(ls, tiny_run):
+    """After a pull with enough answers, each concept's cut fitted to people's answers is the label rule: the
+    next push brings its pre-ticks as a new prediction version, and merged.parquet's model column and review.json
+    measure that rule."""
+    from conceptkit.pipelines.cli.labelstudio import load_run
+
+    run = tiny_run()
+    pid = ls_push(run, url=ls.url, **FAST)["project_id"]
+    tasks = project_tasks(ls, pid)
+    with api(ls) as http:  # the people say: an item shows exactly its class's concepts
+        for key, task in tasks.items():
+            annotate(http, task["id"], choices=CLASSES[key.split(":")[1].split("-")[0]])
+    pulled = ls_pull(run, url=ls.url, **FAST)
+    cuts = pulled["review"]["thresholds"]
+    assert set(cuts) == {c for cs in CLASSES.values() for c in cs} and all("cut" in v for v in cuts.values())
+    rule = load_run(run).rule
+    assert len(rule.refits) == 9
+    again = ls_push(run, url=ls.url, **FAST)
+    assert again["predictions_added"] == 12
+    tasks = project_tasks(ls, pid)
+    for key, task in tasks.items():
+        latest = next(p for p in task["predictions"] if p["model_version"].startswith("tiny-1+review-"))
+        ticked = {c for r in latest["result"] for c in r["value"]["choices"]}
+        assert ticked == set(CLASSES[key.split(":")[1].split("-")[0]]), key
+    # pulling again now measures the re-fitted rule: it agrees with people everywhere
+    review = ls_pull(run, url=ls.url, **FAST)["review"]
+    assert review["model_vs_human"]["overall"]["f1"] == 1.0
