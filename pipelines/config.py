@@ -189,6 +189,9 @@ class AnnotationConfig(_Frozen):
     # The label rule (annotation/labels.py): a concept is shown when its double z-score (per concept over the
     # items, then per item over the concepts) reaches this; chosen on TREC fine labels (benchmarks/bench_labels.py).
     label_z: float = Field(3.0, gt=0, le=10)
+    # How the full score vectors are stored: float32, or float16 (half the size; about 3 significant digits,
+    # the labels are decided on the stored values so every reader agrees).
+    score_dtype: Literal["float32", "float16"] = "float32"
     # Class context for labelled items: a concept not proposed for the item's class needs this many more
     # standard deviations; null turns it off, 100 is CB-LLM's ACC (never such a concept).
     class_margin: float | None = Field(2.0, ge=0, le=1000)

@@ -527,6 +527,9 @@ class AnnotateBatch(_Progressing):
             batch = load_unit(self.units_dir, group)
             index, emb, names = self._index_for(selection)
             top_ids, top_scores, scores = annotate(batch["embedding"], emb, top_k=self.cfg.top_k, index=index)
+            from conceptkit.schemas.annotations import as_stored
+
+            scores = as_stored(scores, self.cfg.score_dtype)  # decided on what the shard keeps
             margins = rule.margins(scores, batch["label"])
             present = margins >= 0
             shard, tasks = [], []
@@ -560,8 +563,9 @@ class WriteShards(beam.DoFn):
     """A batch of annotation rows -> one Parquet shard per split in ``directory`` (``<split>-<id>.parquet``, so a
     split is a file pattern for Hugging Face ``data_files``); yields each file name once in place."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, score_dtype: str = "float32") -> None:
         self.directory = directory
+        self.score_dtype = score_dtype
 
     def process(self, rows: list[dict], n_concepts: int):
         from conceptkit.schemas.annotations import annotations_schema, shard_name
@@ -573,7 +577,8 @@ class WriteShards(beam.DoFn):
         for split_name, part in sorted(by_split.items()):
             name = shard_name(split_name)
             with timed("write"):
-                write_table(Path(self.directory) / name, part, annotations_schema(n_concepts), row_group_size=8192)
+                write_table(Path(self.directory) / name, part, annotations_schema(n_concepts, self.score_dtype),
+                            row_group_size=8192)
             logger.info("annotated %d items into %s", len(part), name)
             yield name
 
@@ -746,7 +751,7 @@ def build_pipeline(
     shard_dir = str(run_dir / "annotations")
     done.append(
         annotated
-        | "WriteShards" >> beam.ParDo(WriteShards(shard_dir), n_concepts=beam.pvalue.AsSingleton(n_concepts))
+        | "WriteShards" >> beam.ParDo(WriteShards(shard_dir, cfg.annotation.score_dtype), n_concepts=beam.pvalue.AsSingleton(n_concepts))
         | "ShardNames" >> beam.combiners.ToList()
         | "CommitShards" >> beam.ParDo(CommitShards(shard_dir))
     )

@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from conceptkit.pipelines.config import BuildConfig
 from conceptkit.pipelines.readers.items import SPLIT_NAME, InputError, image_rules, load_items, validate_row
 from conceptkit.pipelines.runs.staging import StagedRun
-from conceptkit.schemas.annotations import annotations_schema, shard_name, shard_split
+from conceptkit.schemas.annotations import annotations_schema, as_stored, score_dtype_of, shard_name, shard_split, stored_schema
 from conceptkit.schemas.base import named_schema
 from conceptkit.schemas.concepts import CONCEPTS
 from conceptkit.schemas.io import check_schema, read_table, write_table, write_text_atomic
@@ -89,7 +89,7 @@ def content_hash(text: str, label: str | None, split: str = "train") -> str:
 
 def _annotation_ids(run_dir: Path, n_concepts: int) -> dict[str, list[str]]:
     """Shard name -> item ids, reading only the id column (after checking each shard's schema)."""
-    schema = annotations_schema(n_concepts)
+    schema = stored_schema(run_dir / "annotations", n_concepts)
     out: dict[str, list[str]] = {}
     for shard in sorted((run_dir / "annotations").glob("*.parquet")):
         check_schema(pq.read_schema(shard), schema, where=str(shard))
@@ -296,6 +296,7 @@ def _refresh_run(
     timings = {"embed_items": time.perf_counter() - t}
     t = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    dtype = score_dtype_of(run_dir / "annotations")  # new shards keep the run's score dtype
     if todo:
         concept_emb = np.asarray(concepts.column("embedding").to_pylist(), dtype=np.float32)
         index = ConceptIndex.load(run_dir / "index")
@@ -307,6 +308,7 @@ def _refresh_run(
             rule = for_run(run_dir, concepts.column("concept").to_pylist())
         except LabelRuleError as exc:
             raise RunCheckError(str(exc)) from None
+        scores = as_stored(scores, dtype)  # labelled on what the shard keeps, like the build
         present = rule.decide(scores, [r["label"] for r in todo])
         rows = [{"item_id": r["item_id"], "text": r["text"], "label": r["label"], "split": r["split"],
                  "top_concept_ids": top_ids[i].tolist(),
@@ -321,7 +323,7 @@ def _refresh_run(
         _rewrite_shards(run.path("annotations"), shards, touched, concepts.num_rows)
         for split_name in sorted({r["split"] for r in rows}):
             write_table(run.path("annotations", shard_name(split_name)), [r for r in rows if r["split"] == split_name],
-                        annotations_schema(concepts.num_rows), row_group_size=8192)
+                        annotations_schema(concepts.num_rows, dtype), row_group_size=8192)
         kept_rejects = [r for r in rejects.to_pylist() if not (r["stage"] == "items" and r["key"] in touched)]
         all_rejects = kept_rejects + new_rejects
         write_table(run.path("rejects.parquet"), all_rejects, REJECTS)
@@ -362,7 +364,7 @@ def _refresh_run(
 
 def _rewrite_shards(directory: Path, shards: dict[str, list[str]], drop: set[str], n_concepts: int) -> None:
     """Rewrite the shards that hold a dropped item without it (a shard left empty is removed)."""
-    schema = annotations_schema(n_concepts)
+    schema = stored_schema(directory, n_concepts)
     for name, ids in shards.items():
         if drop.isdisjoint(ids):
             continue

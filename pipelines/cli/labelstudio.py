@@ -59,7 +59,7 @@ from conceptkit.pipelines.review.tasks import (
     task_json,
     uncertainty,
 )
-from conceptkit.schemas.annotations import annotations_schema, score_matrix
+from conceptkit.schemas.annotations import score_matrix, stored_schema
 from conceptkit.schemas.concepts import CONCEPTS
 from conceptkit.schemas.io import SchemaMismatch, read_table, write_table
 from conceptkit.schemas.labelstudio import REVIEW_MODES, Task
@@ -126,7 +126,7 @@ def load_run(run: str | os.PathLike[str]) -> RunData:
         # Runs built before lineages existed: their absolute path (never the folder's base name alone).
         lineage = manifest.get("lineage") or hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
         concepts = read_table(path / "concepts.parquet", CONCEPTS).drop_columns(["embedding"]).to_pylist()
-        annotations = read_table(path / "annotations", annotations_schema(len(concepts)))
+        annotations = read_table(path / "annotations", stored_schema(path / "annotations", len(concepts)))
         raw_tasks = json.loads((path / "labelstudio" / "tasks.json").read_text(encoding="utf-8"))
     except (OSError, KeyError, ValueError, SchemaMismatch) as exc:
         raise ReviewError(f"{path}: unusable run directory: {exc}") from None

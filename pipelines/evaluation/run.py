@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conceptkit.pipelines.evaluation import models
-from conceptkit.schemas.annotations import annotations_schema, score_matrix
+from conceptkit.schemas.annotations import score_matrix, stored_schema
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def read_compare(path: str | os.PathLike[str]) -> tuple[str, list[str]]:
 def _annotations(run_dir: Path, n_concepts: int) -> pa.Table:
     from conceptkit.schemas.io import read_table
 
-    return read_table(run_dir / "annotations", annotations_schema(n_concepts))
+    return read_table(run_dir / "annotations", stored_schema(run_dir / "annotations", n_concepts))
 
 
 def evaluate_run(

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from conceptkit.schemas.annotations import annotations_schema
+from conceptkit.schemas.annotations import stored_schema
 from conceptkit.schemas.candidates import CANDIDATES
 from conceptkit.schemas.concepts import CONCEPTS
 from conceptkit.schemas.io import check_schema, read_table
@@ -70,7 +70,7 @@ class Run:
         files = sorted((self.path / "annotations").glob("*.parquet"))
         if not files:
             raise RunNotFound(f"{self.path}: no annotation shards in annotations/")
-        expected = annotations_schema(self.n_concepts())
+        expected = stored_schema(self.path / "annotations", self.n_concepts())
         for file in files:
             check_schema(pq.read_schema(file), expected, where=str(file))
         return files
