@@ -45,9 +45,13 @@ def stop_words() -> frozenset[str]:
 
 
 def name_words(name: str) -> set[str]:
-    """The words of a class name with their simple singular/plural forms ("sea snails" -> sea, seas, snail, ...)."""
+    """The content words of a class name with their simple singular/plural forms ("sea snails" -> sea, seas,
+    snail, ...); stop words are not banned ("of" in "mean of transportation" would ban every "one of ...")."""
     words = set()
+    stop = stop_words()
     for w in WORD.findall(name.casefold().replace("_", " ")):
+        if w in stop:
+            continue
         words.add(w)
         words.add(w[:-1] if w.endswith("s") and len(w) > 3 else w + "s")
     return words

@@ -50,6 +50,8 @@ def test_class_name_words_and_rare_phrases_are_skipped():
     assert not any({"team", "teams", "sports", "sport"} & set(p.split()) for p in phrases)
     assert "coach" not in phrases  # one item only (min_items 2)
     assert name_words("Sea snails") >= {"sea", "seas", "snails", "snail"}
+    # stop words of a class name ban nothing: "of" in "mean of transportation" would ban "one of the ..."
+    assert name_words("mean of transportation") == {"mean", "means", "transportation", "transportations"}
 
 
 def test_mining_is_deterministic_and_bounded():
