@@ -75,6 +75,19 @@ def _fields(schema: pa.Schema) -> list[str]:
     return rows
 
 
+def _label_rule(cfg: dict[str, Any]) -> str:
+    """How the binary labels were decided, for the card (empty for runs built before the label rule)."""
+    z = _get(cfg, "annotation.label_z")
+    if z is None:
+        return ""
+    margin = _get(cfg, "annotation.class_margin")
+    text = (f"; binary labels (`concept_ids`) where the concept's double z-score (per concept over the items, then "
+            f"per item over the concepts) reaches {z}")
+    if margin is not None:
+        text += f", {margin} more for a concept not proposed for the item's class"
+    return text + f" (`labels.json`); scores stored as {_get(cfg, 'annotation.score_dtype', 'float32')}"
+
+
 def _get(tree: dict[str, Any], dotted: str, default: Any = None) -> Any:
     for key in dotted.split("."):
         if not isinstance(tree, dict) or key not in tree:
@@ -192,6 +205,7 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
                            "(`index.json`: model, dimension, metric, index type, concept ids)",
                  "labelstudio/": "Label Studio labelling config (`config.xml`) and review tasks (`tasks.json`)",
                  "manifest.json": "config, input hash, versions, models, counts, LLM accounting and timings of the run",
+                 "labels.json": "the label rule's per-concept statistics (how `concept_ids` were decided)",
                  CARD: "this card"}
     tables = _parquet_tables(run_dir)
     schemas = []
@@ -229,7 +243,7 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
         + (f", dimension {index_desc.get('dimension')}, {index_desc.get('index_type')}, metric "
            f"{index_desc.get('metric')}" if index_desc else "") + ".",
         f"6. **Annotation**: each item's full score vector over the concepts and its top {top_k} concepts, "
-        f"{n_items} items.",
+        f"{n_items} items{_label_rule(cfg)}.",
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items()) + ".",
         "",
