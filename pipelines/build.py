@@ -56,6 +56,7 @@ class BuildSummary:
     per_class: dict[str, int] = field(default_factory=dict)  # concepts picked for each class
     filtered: dict[str, int] = field(default_factory=dict)  # "status:reason" -> candidates
     k_per_class: int | None = None
+    review_used: dict[str, Any] | None = None  # review data this selection applied (select --use-review)
 
 
 def _versions() -> dict[str, str]:
@@ -362,6 +363,7 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
         "candidates_rejected": status.count("rejected"),
         "concepts_selected": concepts.num_rows,
         "rejects": rejects.num_rows,
+        **_label_counts(run.path("annotations")),
     }
     if "items_embedded" in metrics or "items_embedding_cached" in metrics:  # runner metrics (not on Dask)
         counts["items_embedded"] = metrics.get("items_embedded", 0)
@@ -423,7 +425,8 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
     }
     run.path("manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return BuildSummary(out=run.out, run_id=run_id, counts=counts, llm=llm, timings_s=manifest["timings_s"],
-                        per_class=per_class, filtered=dict(filtered), k_per_class=cfg.selection.k_per_class)
+                        per_class=per_class, filtered=dict(filtered), k_per_class=cfg.selection.k_per_class,
+                        review_used=manifest["review_used"])
 
 
 def _lineage(out: Path) -> str:
@@ -490,6 +493,19 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
+def _label_counts(directory: Path) -> dict[str, int]:
+    """Binary label totals of the annotation shards (one column read per shard)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    positives = unlabelled = 0
+    for shard in directory.glob("*.parquet"):
+        lengths = pc.list_value_length(pq.read_table(shard, columns=["concept_ids"]).column("concept_ids"))
+        positives += int(pc.sum(lengths).as_py() or 0)
+        unlabelled += int(pc.sum(pc.equal(lengths, 0)).as_py() or 0)
+    return {"label_pairs": positives, "items_without_labels": unlabelled}
+
+
 def format_summary(summary: BuildSummary) -> str:
     c, llm, t = summary.counts, summary.llm, summary.timings_s
     lines = [
@@ -508,6 +524,9 @@ def format_summary(summary: BuildSummary) -> str:
         f"{c['candidates_accepted']} accepted, "
         f"{c['candidates_merged']} merged, {c['candidates_rejected']} rejected",
         f"  concepts    {c['concepts_selected']} selected; {c['rejects']} rows in rejects.parquet",
+        *([f"  labels      {c['label_pairs']} binary labels, {c['label_pairs'] / max(c['items_annotated'], 1):.2f} "
+           f"per item; {c['items_without_labels']} items with none (label rule: labels.json)"]
+          if "label_pairs" in c else []),
         *([f"  filters     " + ", ".join(f"{n} {k.replace(':', ' ')}" for k, n in summary.filtered.items())]
           if summary.filtered else []),
         *([f"  per class   " + ", ".join(f"{cls} {n}" for cls, n in summary.per_class.items())]
@@ -515,6 +534,11 @@ def format_summary(summary: BuildSummary) -> str:
         *([f"  warning     fewer than k={summary.k_per_class} concepts for: "
            + ", ".join(f"{cls} ({n})" for cls, n in summary.per_class.items() if n < summary.k_per_class)]
           if summary.k_per_class and any(n < summary.k_per_class for n in summary.per_class.values()) else []),
+        *([f"  review used {summary.review_used['source']}: verdicts "
+           + (", ".join(f"{n} {v}" for v, n in summary.review_used["verdicts"].items()) or "none")
+           + f", {summary.review_used['human_candidates']} human candidates, "
+           f"{summary.review_used['weighted_concepts']} concepts weighted by reviewed precision, "
+           f"{summary.review_used['pinned_added']} pinned concepts added"] if summary.review_used else []),
         *([f"  review      {summary.review['verified']} human judgements carried from the replaced run "
            f"({summary.review['matched']} match this run, {summary.review['unmatched']} kept unmatched in "
            "verified.parquet)"] if summary.review else []),

@@ -86,7 +86,8 @@ def test_select_use_review_applies_verdicts_candidates_and_precision(ls, tmp_pat
     assert used["pinned"] == 3 and used["human_candidates"] >= 2
     # nothing people said is lost by the reselection
     assert len(read_table(out / "verified.parquet", VERIFIED).to_pylist()) == judged + 1
-    assert "conceptkit select:" in summary
+    assert "conceptkit select:" in summary and "review used" in summary and "1 reject" in summary
+    assert "binary labels" in summary and "per item" in summary
     # a plain select afterwards does not apply review data silently
     assert main(["select", str(out)]) == 0
     assert json.loads((out / "manifest.json").read_text())["review_used"] is None
