@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The selection targets of the speed issue on the device machine (16 cores): facility location at n = 10,000 for
+# ours, apricot and submodlib with 1 and with 16 threads, dense n = 50,000 for all three (the 128 GiB machine holds
+# the 50k x 50k matrix), and the 1M-point kNN path. Every run is its own process (bench_selection.py); JSON lines
+# go to $OUT/selection.jsonl. Carry benchmarks/.cache/real_embeddings.npy (made here by `bench_selection.py embed`)
+# and benchmarks/.cache/wheels (faiss-cpu, submodlib-py, apricot-select: `pip download` / `pip wheel`).
+#   bash benchmarks/bench_selection_device.sh small   # n = 10,000 at 1 and 16 threads, 50k ours, 1M kNN ours
+#   bash benchmarks/bench_selection_device.sh peers50k
+set -u
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+# into a folder of their own (the machine's Python is externally managed); apricot imports nose, unused here
+python3 -m pip install -q --no-deps --target /tmp/benchsite benchmarks/.cache/wheels/*.whl 2>&1 | tail -2
+[ -f /tmp/benchsite/nose.py ] || echo "" > /tmp/benchsite/nose.py
+export PYTHONPATH=/tmp/benchsite${PYTHONPATH:+:$PYTHONPATH}
+python3 -c "import faiss, apricot, submodlib; print('peers:', faiss.__version__)" 2>&1 | tail -1
+threads() { export OMP_NUM_THREADS=$1 OPENBLAS_NUM_THREADS=$1 MKL_NUM_THREADS=$1 NUMBA_NUM_THREADS=$1 CONCEPTKIT_THREADS=$1; }
+run() {  # threads, then bench_selection.py arguments
+  local t=$1; shift
+  threads "$t"
+  local line
+  line=$(timeout 540 python3 benchmarks/bench_selection.py "$@" 2>"$OUT/last.err" | grep '^{' | tail -1)
+  echo "{\"threads\": $t, \"args\": \"$*\", \"result\": ${line:-null}}" | tee -a "$OUT/selection.jsonl"
+}
+nproc > "$OUT/nproc.txt"
+case "${1:-small}" in
+  small)
+    for t in 1 16; do for lib in ours apricot submodlib; do run $t fl --n 10000 --lib $lib; done; done
+    run 16 knn --n 1000000 --k 10000 --lib ours
+    ;;
+  peers50k)
+    BENCH_DENSE_GB=12 run 16 fl --n 50000 --lib ours
+    BENCH_DENSE_GB=12 run 16 fl --n 50000 --lib apricot
+    BENCH_DENSE_GB=12 run 16 fl --n 50000 --lib submodlib
+    ;;
+esac
