@@ -348,3 +348,14 @@ def test_refitted_cuts_become_the_rule_for_the_next_push(ls, tiny_run):
     # pulling again now measures the re-fitted rule: it agrees with people everywhere
     review = ls_pull(run, url=ls.url, **FAST)["review"]
     assert review["model_vs_human"]["overall"]["f1"] == 1.0
+
+
+@pytest.mark.parametrize("content, message", [("{not json", "unusable label rule"),
+                                               ('{"rule": "double-z", "z": 3, "mean": [0.1], "std": [0.1]}',
+                                                "statistics for 1 concepts, the run has 9")])
+def test_a_broken_label_rule_is_a_one_line_error_before_any_request(tiny_run, capsys, content, message):
+    run = tiny_run()
+    (run / "labels.json").write_text(content)
+    assert main(["ls", "push", str(run), "--url", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "labels.json" in err and message in err, err
