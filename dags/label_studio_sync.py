@@ -1,4 +1,4 @@
-"""Sync human review: pull verified labels from Label Studio for the active runs, merge them, refit thresholds.
+"""Sync human review: pull verified labels from Label Studio for the active runs, merge them, re-fit the label cuts.
 
 ### Tasks
 `active_runs` -> `pull_verified_labels` (one mapped task per run)

@@ -557,7 +557,7 @@ def register(subparsers: Any) -> None:
     pull.add_argument("run", metavar="RUN", help="run directory, e.g. runs/demo")
     pull.add_argument("--review", choices=REVIEW_MODES, default=None, help="pull one mode's project (default: all)")
     pull.add_argument("--min-labels", type=int, default=10, metavar="N",
-                      help="human labels a concept needs before its threshold is re-fitted (default 10)")
+                      help="judged pairs a concept needs before its cut is fitted to the answers (default 10)")
     _connection_flags(pull)
     pull.set_defaults(func=_cmd_pull)
 
