@@ -198,12 +198,12 @@ def run_labo(classes: int, per_class: int, k: int, lib: str, sample_classes: int
     return {"lib": lib, "seconds": seconds, "measured_classes": sample_classes, "peak_gb": peak_rss_gb()}
 
 
-def run_knn(n: int, k: int, neighbors: int, lib: str) -> dict:
+def run_knn(n: int, k: int, neighbors: int, lib: str, device: str = "cpu") -> dict:
     from conceptkit.pipelines.selection import submodular as sm
 
     x = points(n)
     start = time.perf_counter()
-    graph = sm.knn_graph(x, neighbors)
+    graph = sm.knn_graph(x, neighbors, device=device)
     graph_s = time.perf_counter() - start
     # Recall of the approximate graph against exact search, on 200 seeded rows.
     probe = np.random.default_rng(1).choice(n, 200, replace=False)
@@ -313,6 +313,7 @@ if __name__ == "__main__":
     knn.add_argument("--n", type=int, default=1_000_000)
     knn.add_argument("--k", type=int, default=10_000)
     knn.add_argument("--lib", default="ours")
+    knn.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where ours builds the graph")
     sub.add_parser("embed")
     args = parser.parse_args()
     if args.command == "all":
@@ -322,7 +323,7 @@ if __name__ == "__main__":
     elif args.command == "labo":
         print(json.dumps(run_labo(1000, 500, 50, args.lib)))
     elif args.command == "knn":
-        print(json.dumps(run_knn(args.n, args.k, 20, args.lib)))
+        print(json.dumps({**run_knn(args.n, args.k, 20, args.lib, args.device), "device": args.device}))
     else:
         emb = load_real_embeddings()
         print("embeddings:", None if emb is None else emb.shape)

@@ -56,6 +56,8 @@ _BLOCK_ELEMENTS = 1 << 24
 # set is this large and at most this share of the entries is still live.
 _PRUNE_MIN_GROUND = 1024
 _PRUNE_MAX_DENSITY = 0.3
+# Picks before the first prune: precomputed rows are cheap to re-read, rows on demand are matrix products.
+_FIRST_PRUNE_DENSE, _FIRST_PRUNE_ON_DEMAND = 16, 8
 _PRUNE_MAX_ENTRIES = 1 << 27  # 1 GiB of live (int32 index, float32 value) pairs
 # Selections at least this long get a progress bar (when logging and the terminal allow it).
 _PROGRESS_MIN_K = 2000
@@ -281,7 +283,7 @@ class FacilityLocation(Objective):
                 return self._dense[idx[0] : idx[-1] + 1]  # a view: no copy for block scans
             if out is None:
                 return self._dense[idx]
-            return np.take(self._dense, idx, axis=0, out=out[: len(idx)])
+            return np.take(self._dense, idx, axis=0, out=out[: len(idx)], mode="clip")  # "raise" buffers `out`
         rows = np.matmul(self._embeddings[idx], self._embeddings.T, out=None if out is None else out[: len(idx)])
         if self._shift:
             rows += 1.0
@@ -289,7 +291,7 @@ class FacilityLocation(Objective):
         return np.maximum(rows, 0.0, out=rows)
 
     def init_state(self) -> _FacilityState:
-        return _FacilityState(np.zeros(self.n_ground, dtype=np.float32))
+        return _FacilityState(np.zeros(self.n_ground, dtype=np.float32), next_prune=_FIRST_PRUNE_DENSE if self._dense is not None else _FIRST_PRUNE_ON_DEMAND)
 
     def gains(self, state: _FacilityState, idx: np.ndarray) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)
@@ -415,7 +417,7 @@ class _FacilityState:
     best: np.ndarray  # (n_ground,) float32 max similarity to the selected set (0 when empty)
     live: _Rows | None = None
     updates: int = 0
-    next_prune: int = 8
+    next_prune: int = 8  # overridden in init_state
 
 
 def _square(name: str, similarity: np.ndarray) -> np.ndarray:
@@ -644,7 +646,7 @@ def lazy_greedy(
                 pool, outside = _build_pool(upper, pool_size)
                 rebuilds += 1
                 continue
-            top = pool[np.argsort(-stale_bounds, kind="stable")[: min(batch, np.count_nonzero(stale_bounds > -np.inf))]]
+            top = pool[_top_stable(stale_bounds, min(batch, np.count_nonzero(stale_bounds > -np.inf)))]
             upper[top] = objective.gains(state, top)
             fresh_at[top] = step
             evaluations += len(top)
@@ -660,6 +662,16 @@ def lazy_greedy(
         bar.close()
     logger.debug("lazy greedy: k=%d n=%d gain evaluations=%d pool rebuilds=%d", k, n, evaluations, rebuilds)
     return Selection(np.array(selected, dtype=np.int64), np.array(gains), objective.value(state))
+
+
+def _top_stable(values: np.ndarray, m: int) -> np.ndarray:
+    """Positions of the ``m`` largest ``values``, largest first, ties by position (a stable argsort's head)."""
+    if m >= len(values) // 4:
+        return np.argsort(-values, kind="stable")[:m]
+    part = np.argpartition(-values, m - 1)[:m]
+    cut = values[part].min()
+    head = np.flatnonzero(values >= cut)  # every tie at the cut, in position order
+    return head[np.argsort(-values[head], kind="stable")][:m]
 
 
 def _build_pool(upper: np.ndarray, pool_size: int) -> tuple[np.ndarray, float]:
@@ -742,53 +754,146 @@ def knn_graph(
     nprobe: int = 8,
     search_dim: int | None = 64,
     seed: int = 0,
+    device: str = "auto",
 ) -> sp.csr_matrix:
     """(n, n) CSR: row i holds the cosine similarity to its ``n_neighbors`` nearest rows (itself included).
 
-    Below ``exact_below`` rows: exact search (faiss IndexFlatIP). Above: approximate search with an
-    IVF index (nlist = sqrt(nprobe * n) lists, trained on a seeded sample, ``nprobe`` lists searched)
-    over a PCA projection to ``search_dim`` dimensions (None: full dimension); the neighbours are
-    approximate but their similarities are then recomputed exactly in the original space.
+    ``device="cuda"`` (or "auto" with torch seeing a GPU, from ``exact_below`` rows up): exact search on the GPU
+    in float16 blocks, the found neighbours' similarities recomputed in float32; recall is that of exact search
+    up to float16 near-ties. ``"cpu"``: the FAISS path below.
+
+    Below ``exact_below`` rows: exact search (faiss IndexFlatIP). Above: ``_knn_cluster_blocks``, an
+    inverted-file search done as dense blocks (nlist = sqrt(nprobe * n) k-means cells over a PCA projection
+    to ``search_dim`` dimensions, None: full; each cell's points against the points of its ``nprobe``
+    nearest cells); the neighbours are approximate, their similarities exact.
     Non-positive similarities are dropped (clipped to 0).
     """
-    import faiss
-
+    _check_choice("device", device, ("auto", "cpu", "cuda"))
     x = normalize_rows(_as_matrix("embeddings", embeddings))
     n, d = x.shape
     n_neighbors = _check_k("n_neighbors", n_neighbors, n)
-    rng = np.random.default_rng(seed)
-    searched = x
+    if device == "cuda" or (device == "auto" and n >= exact_below and _cuda_available()):
+        sims, ids = _knn_torch(x, n_neighbors)
+        return _knn_csr(sims, ids, n)
+    import faiss
+
     if n < exact_below:
         index = faiss.IndexFlatIP(d)
-    else:
-        nlist = int(math.sqrt(nprobe * n))
-        train_rows = np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))
-        if search_dim is not None and search_dim < d:
-            pca = faiss.PCAMatrix(d, search_dim)
-            pca.train(x[train_rows])
-            searched = np.empty((n, search_dim), dtype=np.float32)
-            for s in range(0, n, 262_144):
-                searched[s : s + 262_144] = pca.apply(x[s : s + 262_144])
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(searched.shape[1]), searched.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(searched[train_rows])
-        index.nprobe = nprobe
-    index.add(searched)
-    sims = np.empty((n, n_neighbors), dtype=np.float32)
-    ids = np.empty((n, n_neighbors), dtype=np.int64)
-    step = 65_536
-    for s in range(0, n, step):
-        sims[s : s + step], ids[s : s + step] = index.search(searched[s : s + step], n_neighbors)
-    del index
-    if searched is not x:
-        for s in range(0, n, 8192):  # exact cosine for the approximate neighbours
-            found = np.maximum(ids[s : s + 8192], 0)
-            sims[s : s + 8192] = np.einsum("id,ikd->ik", x[s : s + 8192], x[found])
+        index.add(x)
+        sims = np.empty((n, n_neighbors), dtype=np.float32)
+        ids = np.empty((n, n_neighbors), dtype=np.int64)
+        for s in range(0, n, 65_536):
+            sims[s : s + 65_536], ids[s : s + 65_536] = index.search(x[s : s + 65_536], n_neighbors)
+        return _knn_csr(sims, ids, n)
+    sims, ids = _knn_cluster_blocks(x, n_neighbors, nprobe=nprobe, search_dim=search_dim, seed=seed)
+    return _knn_csr(sims, ids, n)
+
+
+def _knn_cluster_blocks(x: np.ndarray, n_neighbors: int, *, nprobe: int, search_dim: int | None,
+                        seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate k nearest rows by cosine as an inverted file searched in dense blocks.
+
+    Spherical k-means (faiss, seeded sample of 40 points per cell) over a PCA projection assigns every point to
+    one of sqrt(nprobe * n) cells; the points of a cell are then compared, in the full dimension by one matrix
+    product, with the points of the ``nprobe`` cells whose centroids are nearest to the cell's centroid, and the
+    top ``n_neighbors`` kept. Same work as an IVF search with ``nprobe`` lists, but as BLAS products (a cell
+    shares its probe list), cells spread over the thread pool with BLAS kept to one thread each.
+    """
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    n, d = x.shape
+    nlist = max(1, int(math.sqrt(nprobe * n)))
+    nprobe = min(nprobe, nlist)
+    rng = np.random.default_rng(seed)
+    train_rows = np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))
+    searched = x
+    if search_dim is not None and search_dim < d:
+        pca = faiss.PCAMatrix(d, search_dim)
+        pca.train(x[train_rows])
+        searched = np.empty((n, search_dim), dtype=np.float32)
+        for s in range(0, n, 262_144):
+            searched[s : s + 262_144] = pca.apply(x[s : s + 262_144])
+    kmeans = faiss.Kmeans(searched.shape[1], nlist, niter=10, seed=seed, spherical=True, verbose=False)
+    kmeans.train(searched[train_rows])
+    cell = np.empty(n, dtype=np.int64)
+    for s in range(0, n, 262_144):
+        cell[s : s + 262_144] = kmeans.index.search(searched[s : s + 262_144], 1)[1][:, 0]
+    del searched
+    centroids = kmeans.centroids
+    probes = np.argsort(-(centroids @ centroids.T), axis=1, kind="stable")[:, :nprobe]
+    order = np.argsort(cell, kind="stable")
+    bounds = np.searchsorted(cell[order], np.arange(nlist + 1))
+    sims = np.full((n, n_neighbors), -np.inf, dtype=np.float32)
+    ids = np.full((n, n_neighbors), -1, dtype=np.int64)
+
+    def search(c: int) -> None:
+        members = order[bounds[c] : bounds[c + 1]]
+        if not len(members):
+            return
+        pool = np.concatenate([order[bounds[p] : bounds[p + 1]] for p in probes[c]])
+        m = min(n_neighbors, len(pool))
+        for lo in range(0, len(members), 2048):
+            rows = members[lo : lo + 2048]
+            block = x[rows] @ x[pool].T
+            top = np.argpartition(-block, m - 1, axis=1)[:, :m] if m < len(pool) else np.broadcast_to(np.arange(m), (len(rows), m))
+            sims[rows, :m] = np.take_along_axis(block, top, axis=1)
+            ids[rows, :m] = pool[top]
+
+    n_threads = threads()
+    with threadpool_limits(1 if n_threads > 1 else None, user_api="blas"):
+        if n_threads > 1:
+            list(_pool(n_threads).map(search, range(nlist)))
+        else:
+            for c in range(nlist):
+                search(c)
+    return sims, ids
+
+
+def _knn_csr(sims: np.ndarray, ids: np.ndarray, n: int) -> sp.csr_matrix:
+    """(n, k) neighbour lists -> (n, n) CSR, non-positive similarities and missing (-1) neighbours dropped."""
     keep = (ids >= 0) & (sims > 0)
-    rows = np.repeat(np.arange(n), n_neighbors)[keep.ravel()]
+    rows = np.repeat(np.arange(n), ids.shape[1])[keep.ravel()]
     graph = sp.csr_matrix((sims[keep], (rows, ids[keep])), shape=(n, n), dtype=np.float32)
     graph.sum_duplicates()
-    logger.info("kNN graph: %d rows, %d neighbours, %d entries", n, n_neighbors, graph.nnz)
+    logger.info("kNN graph: %d rows, %d neighbours, %d entries", n, ids.shape[1], graph.nnz)
     return graph
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _knn_torch(x: np.ndarray, n_neighbors: int, *, block: int = 4096, device: str = "cuda",
+               dtype: str = "float16") -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest rows by cosine with torch (the GPU path; tests run it on the CPU): products in ``dtype``
+    in blocks of ``block`` queries (the whole set stays on the device), top-k there, then each found pair's
+    similarity in float32."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("knn_graph device='cuda' needs torch with a CUDA GPU; none is visible")
+    dev = torch.device(device)
+    n = x.shape[0]
+    full = torch.from_numpy(x).to(dev)
+    half = full.to(getattr(torch, dtype))
+    sims = torch.empty((n, n_neighbors), dtype=torch.float32, device=dev)
+    ids = torch.empty((n, n_neighbors), dtype=torch.int64, device=dev)
+    with torch.inference_mode():
+        for s in range(0, n, block):
+            q = half[s : s + block]
+            _, found = torch.topk(q @ half.T, n_neighbors, dim=1, sorted=True)
+            ids[s : s + block] = found
+            sims[s : s + block] = torch.einsum("id,ikd->ik", full[s : s + block], full[found])
+    out = sims.cpu().numpy(), ids.cpu().numpy()
+    del full, half, sims, ids
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
 
 
 def facility_location_greedy(
