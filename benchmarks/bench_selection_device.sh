@@ -6,6 +6,9 @@
 # and benchmarks/.cache/wheels (faiss-cpu, submodlib-py, apricot-select: `pip download` / `pip wheel`).
 #   bash benchmarks/bench_selection_device.sh small   # n = 10,000 at 1 and 16 threads, 50k ours, 1M kNN ours
 #   bash benchmarks/bench_selection_device.sh peers50k
+#   bash benchmarks/bench_selection_device.sh before-after   # n = 10,000 and the 1M kNN path (CPU and GPU), this
+#     tree against an earlier commit unpacked in benchmarks/.cache/before (`git archive REV pipelines conceptkit
+#     annotators schemas benchmarks/bench_selection.py | tar -x -C benchmarks/.cache/before`), in the same call
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -19,14 +22,29 @@ run() {  # threads, then bench_selection.py arguments
   local t=$1; shift
   threads "$t"
   local line
-  line=$(timeout 540 python3 benchmarks/bench_selection.py "$@" 2>"$OUT/last.err" | grep '^{' | tail -1)
-  echo "{\"threads\": $t, \"args\": \"$*\", \"result\": ${line:-null}}" | tee -a "$OUT/selection.jsonl"
+  line=$(timeout 540 python3 "${BENCH:-benchmarks/bench_selection.py}" "$@" 2>"$OUT/last.err" | grep '^{' | tail -1)
+  echo "{\"threads\": $t, \"bench\": \"${BENCH:-now}\", \"args\": \"$*\", \"result\": ${line:-null}}" | tee -a "$OUT/selection.jsonl"
 }
 nproc > "$OUT/nproc.txt"
 case "${1:-small}" in
   small)
     for t in 1 16; do for lib in ours apricot submodlib; do run $t fl --n 10000 --lib $lib; done; done
     run 16 knn --n 1000000 --k 10000 --lib ours
+    ;;
+  before-after)
+    mkdir -p benchmarks/.cache/before/benchmarks/.cache
+    ln -sf "$PWD/benchmarks/.cache/real_embeddings.npy" benchmarks/.cache/before/benchmarks/.cache/real_embeddings.npy
+    for t in 1 16; do
+      for lib in ours apricot submodlib; do run $t fl --n 10000 --lib $lib; done
+      BENCH=benchmarks/.cache/before/benchmarks/bench_selection.py run $t fl --n 10000 --lib ours
+    done
+    run 16 knn --n 1000000 --k 10000 --lib ours --device cpu
+    run 16 knn --n 1000000 --k 10000 --lib ours --device cuda
+    BENCH=benchmarks/.cache/before/benchmarks/bench_selection.py run 16 knn --n 1000000 --k 10000 --lib ours
+    ;;
+  fl10k)  # ours and the faster peer only, and our dense 50k
+    for t in 1 16; do for lib in ours apricot; do run $t fl --n 10000 --lib $lib; done; done
+    BENCH_DENSE_GB=12 run 16 fl --n 50000 --lib ours
     ;;
   peers50k)
     BENCH_DENSE_GB=12 run 16 fl --n 50000 --lib ours

@@ -57,7 +57,7 @@ _BLOCK_ELEMENTS = 1 << 24
 _PRUNE_MIN_GROUND = 1024
 _PRUNE_MAX_DENSITY = 0.3
 # Picks before the first prune: precomputed rows are cheap to re-read, rows on demand are matrix products.
-_FIRST_PRUNE_DENSE, _FIRST_PRUNE_ON_DEMAND = 16, 8
+_FIRST_PRUNE_DENSE, _FIRST_PRUNE_ON_DEMAND = 32, 8
 _PRUNE_MAX_ENTRIES = 1 << 27  # 1 GiB of live (int32 index, float32 value) pairs
 # Selections at least this long get a progress bar (when logging and the terminal allow it).
 _PROGRESS_MIN_K = 2000
@@ -78,7 +78,8 @@ class Selection:
 def _check_finite(name: str, array: np.ndarray) -> None:
     # A float64 sum is one pass without a temporary; non-finite entries (or, rarely, overflow)
     # make it non-finite, and only then do we look for the offending entry.
-    if array.size and not math.isfinite(float(array.sum(dtype=np.float64))) and not np.all(np.isfinite(array)):
+    total_dtype = np.float32 if array.dtype == np.float32 else np.float64  # float32 cannot overflow on similarities
+    if array.size and not math.isfinite(float(array.sum(dtype=total_dtype))) and not np.all(np.isfinite(array)):
         bad = np.argwhere(~np.isfinite(array))[0]
         raise ValueError(f"`{name}` must be finite; found {array[tuple(bad)]} at index {tuple(int(b) for b in bad)}")
 
@@ -160,7 +161,9 @@ class Objective(ABC):
 
 _THREADS = [0]  # 0: os.cpu_count()
 _LOCAL = threading.local()
-_PARALLEL_MIN_ELEMENTS = 1 << 22  # below this a call's blocks are evaluated in the calling thread
+# Below this a call's blocks are evaluated in the calling thread: on the 16-core device a 10,000 x 10,000 selection
+# ran 1.15 s with the pool against 1.00 s without it (2026-12-02); at 50,000 the pool gives 2.2x.
+_PARALLEL_MIN_ELEMENTS = 1 << 27
 
 
 def set_threads(n: int | None) -> None:
@@ -631,24 +634,36 @@ def lazy_greedy(
     bar = _progress(k, "lazy greedy")
     for step in range(k):
         batch = min_batch
+        # The pool is in index order, so argmax (first maximum) breaks ties to the lowest index. At a new step
+        # every bound is stale; fresh_b / stale_b hold each pool entry's bound in one of the two, -inf in the other.
+        stale_b = upper[pool]
+        fresh_b = np.full(len(pool), -np.inf)
+        n_stale = len(pool)
         while True:
-            bounds = upper[pool]
-            fresh = fresh_at[pool] == step
-            fresh_bounds = np.where(fresh, bounds, -np.inf)
-            best = fresh_bounds.max(initial=-np.inf)
-            stale_bounds = np.where(fresh, -np.inf, bounds)
-            stale = stale_bounds.max(initial=-np.inf)
-            if best > -np.inf and best > outside:
-                j = int(pool[fresh_bounds == best].min())
-                if best > stale or (best == stale and j < pool[stale_bounds == stale].min()):
-                    break
+            fi = int(fresh_b.argmax()) if len(pool) else 0
+            best = fresh_b[fi] if len(pool) else -np.inf
+            si = int(stale_b.argmax()) if n_stale else -1
+            stale = stale_b[si] if n_stale else -np.inf
+            if best > -np.inf and best > outside and (best > stale or (best == stale and fi < si)):
+                j = int(pool[fi])
+                break
             if stale == -np.inf or stale < outside:
                 pool, outside = _build_pool(upper, pool_size)
                 rebuilds += 1
+                bounds = upper[pool]
+                fresh = fresh_at[pool] == step
+                fresh_b = np.where(fresh, bounds, -np.inf)
+                stale_b = np.where(fresh, -np.inf, bounds)
+                n_stale = int(np.count_nonzero(stale_b > -np.inf))
                 continue
-            top = pool[_top_stable(stale_bounds, min(batch, np.count_nonzero(stale_bounds > -np.inf)))]
-            upper[top] = objective.gains(state, top)
+            at = _top_stable(stale_b, min(batch, n_stale))
+            top = pool[at]
+            g = objective.gains(state, top)
+            upper[top] = g
             fresh_at[top] = step
+            fresh_b[at] = g
+            stale_b[at] = -np.inf
+            n_stale -= len(at)
             evaluations += len(top)
             batch = min(2 * batch, max_batch)
         selected.append(j)
