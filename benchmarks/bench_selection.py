@@ -228,7 +228,7 @@ def run_knn(n: int, k: int, neighbors: int, lib: str, device: str = "cpu") -> di
         value = state.value(best)
     select_s = time.perf_counter() - start
     return {"n": n, "k": k, "lib": lib, "graph_s": graph_s, "select_s": select_s, "objective": value,
-            "recall": recall, "similarity_ratio": similarity_ratio, "peak_gb": peak_rss_gb()}
+            "recall": recall, "similarity_ratio": similarity_ratio, "peak_gb": peak_rss_gb(), "device": device}
 
 
 def in_subprocess(args: list[str], timeout: float) -> dict:
@@ -323,7 +323,7 @@ if __name__ == "__main__":
     elif args.command == "labo":
         print(json.dumps(run_labo(1000, 500, 50, args.lib)))
     elif args.command == "knn":
-        print(json.dumps({**run_knn(args.n, args.k, 20, args.lib, args.device), "device": args.device}))
+        print(json.dumps(run_knn(args.n, args.k, 20, args.lib, args.device)))
     else:
         emb = load_real_embeddings()
         print("embeddings:", None if emb is None else emb.shape)

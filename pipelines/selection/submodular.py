@@ -1,9 +1,9 @@
 """Submodular subset selection: objectives, greedy optimisers and LaBo's per-class concept selection.
 
-Contract: pure numpy / scipy / faiss. In: embeddings or similarity matrices (dense ndarray or
-scipy.sparse) and budgets. Out: frozen dataclasses holding the ordered selection, the marginal gain
-of each pick and the objective value. No file or network IO; logging only; a tqdm progress bar for
-long selections when logging is at INFO or below and stderr is a terminal.
+Contract: pure numpy / scipy / faiss (torch only for ``knn_graph(device="cuda")``). In: embeddings or
+similarity matrices (dense ndarray or scipy.sparse) and budgets. Out: frozen dataclasses holding the
+ordered selection, the marginal gain of each pick and the objective value. No file or network IO; logging
+only; a tqdm progress bar for long selections when logging is at INFO or below and stderr is a terminal.
 
 Objectives (all monotone submodular on non-negative inputs):
 
@@ -76,9 +76,9 @@ class Selection:
 
 
 def _check_finite(name: str, array: np.ndarray) -> None:
-    # A float64 sum is one pass without a temporary; non-finite entries (or, rarely, overflow)
-    # make it non-finite, and only then do we look for the offending entry.
-    total_dtype = np.float32 if array.dtype == np.float32 else np.float64  # float32 cannot overflow on similarities
+    # One sum is one pass without a temporary (in float32 for float32 arrays: no cast); non-finite entries
+    # (or, rarely, overflow) make it non-finite, and only then do we look for the offending entry.
+    total_dtype = np.float32 if array.dtype == np.float32 else np.float64
     if array.size and not math.isfinite(float(array.sum(dtype=total_dtype))) and not np.all(np.isfinite(array)):
         bad = np.argwhere(~np.isfinite(array))[0]
         raise ValueError(f"`{name}` must be finite; found {array[tuple(bad)]} at index {tuple(int(b) for b in bad)}")
@@ -162,7 +162,7 @@ class Objective(ABC):
 _THREADS = [0]  # 0: os.cpu_count()
 _LOCAL = threading.local()
 # Below this a call's blocks are evaluated in the calling thread: on the 16-core device a 10,000 x 10,000 selection
-# ran 1.15 s with the pool against 1.00 s without it (2026-12-02); at 50,000 the pool gives 2.2x.
+# ran 1.15 s on 16 threads (the pool) against 1.00 s on one (2026-12-02); at 50,000 the pool gives 2.2x.
 _PARALLEL_MIN_ELEMENTS = 1 << 27
 
 
@@ -294,7 +294,8 @@ class FacilityLocation(Objective):
         return np.maximum(rows, 0.0, out=rows)
 
     def init_state(self) -> _FacilityState:
-        return _FacilityState(np.zeros(self.n_ground, dtype=np.float32), next_prune=_FIRST_PRUNE_DENSE if self._dense is not None else _FIRST_PRUNE_ON_DEMAND)
+        first_prune = _FIRST_PRUNE_DENSE if self._dense is not None else _FIRST_PRUNE_ON_DEMAND
+        return _FacilityState(np.zeros(self.n_ground, dtype=np.float32), next_prune=first_prune)
 
     def gains(self, state: _FacilityState, idx: np.ndarray) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)
@@ -420,7 +421,7 @@ class _FacilityState:
     best: np.ndarray  # (n_ground,) float32 max similarity to the selected set (0 when empty)
     live: _Rows | None = None
     updates: int = 0
-    next_prune: int = 8  # overridden in init_state
+    next_prune: int = _FIRST_PRUNE_ON_DEMAND  # init_state sets it per kind of rows
 
 
 def _square(name: str, similarity: np.ndarray) -> np.ndarray:
@@ -769,13 +770,14 @@ def knn_graph(
     nprobe: int = 8,
     search_dim: int | None = 64,
     seed: int = 0,
-    device: str = "auto",
+    device: str = "cpu",
 ) -> sp.csr_matrix:
     """(n, n) CSR: row i holds the cosine similarity to its ``n_neighbors`` nearest rows (itself included).
 
     ``device="cuda"`` (or "auto" with torch seeing a GPU, from ``exact_below`` rows up): exact search on the GPU
     in float16 blocks, the found neighbours' similarities recomputed in float32; recall is that of exact search
-    up to float16 near-ties. ``"cpu"``: the FAISS path below.
+    up to float16 near-ties. ``"cpu"`` (the default: on one H200 the GPU was no faster than 16 CPU cores at 1M
+    points, benchmarks/README.md): the path below.
 
     Below ``exact_below`` rows: exact search (faiss IndexFlatIP). Above: ``_knn_cluster_blocks``, an
     inverted-file search done as dense blocks (nlist = sqrt(nprobe * n) k-means cells over a PCA projection
