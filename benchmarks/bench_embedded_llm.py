@@ -10,6 +10,11 @@ adds a line for a finished build: its completion tokens over its generation stag
 the peak measured here.
 
     python benchmarks/bench_embedded_llm.py --threads 1 2 --slots 1 2 4 8 [--build-manifest runs/demo]
+
+``--demo-builds N`` then builds ``configs/demo.yaml`` N times each way, alternating, from an empty LLM cache every
+time (a temporary cache directory and run, removed afterwards): with the shared prompt prefix copied into every
+slot (the default) and with ``--no-llm-share-prefix``; each build's completion tokens over its generation time,
+and that as a share of the peak measured in the same call.
 """
 
 from __future__ import annotations
@@ -72,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--port", type=int, default=8799)
     parser.add_argument("--build-manifest", help="a run directory whose build's generation to compare")
+    parser.add_argument("--demo-builds", type=int, default=0, metavar="N",
+                        help="also build configs/demo.yaml N times with and N times without the shared prefix")
     args = parser.parse_args(argv)
     print(f"machine: {platform.machine()} {os.cpu_count()} cores; {datetime.now(timezone.utc).isoformat(timespec='minutes')}; "
           f"command: python benchmarks/bench_embedded_llm.py {' '.join(sys.argv[1:])}\n", flush=True)
@@ -93,7 +100,36 @@ def main(argv: list[str] | None = None) -> int:
         if tokens and seconds:
             print(f"build {args.build_manifest}: {tokens} completion tokens in {seconds:.1f} s of generation = "
                   f"{tokens / seconds:.2f} tokens/s, {tokens / seconds / peak['tokens_s']:.2f} of the peak")
+    if args.demo_builds:
+        print("\n| demo build (fresh LLM cache) | generation (s) | completion tokens | tokens/s | share of the peak |")
+        print("|---|---:|---:|---:|---:|")
+        for _ in range(args.demo_builds):
+            for share in (True, False):
+                build = demo_build(share)
+                print(f"| {'shared prefix' if share else '--no-llm-share-prefix'} | {build['generate_s']:.1f} | "
+                      f"{build['completion_tokens']} | {build['tokens_s']:.2f} | {build['tokens_s'] / peak['tokens_s']:.2f} |",
+                      flush=True)
     return 0
+
+
+def demo_build(share: bool) -> dict:
+    """One build of configs/demo.yaml from an empty LLM cache, in a temporary directory of this call's own."""
+    import shutil
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    work = Path(tempfile.mkdtemp(prefix="ck-llm-bench-"))
+    try:
+        command = [sys.executable, "-m", "conceptkit.pipelines.cli.main", "-q", "build", "--config",
+                   str(root / "configs" / "demo.yaml"), "--out", str(work / "demo"), "--cache-dir", str(work / "cache"),
+                   *([] if share else ["--no-llm-share-prefix"])]
+        subprocess.run(command, cwd=root, check=True, stdout=subprocess.DEVNULL, timeout=1800)
+        manifest = json.loads((work / "demo" / "manifest.json").read_text())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    tokens = manifest["llm"]["completion_tokens"]
+    seconds = manifest["timings_s"]["generate"]
+    return {"generate_s": seconds, "completion_tokens": tokens, "tokens_s": tokens / seconds}
 
 
 if __name__ == "__main__":

@@ -89,6 +89,11 @@ def _with_local_dask(cfg: BuildConfig, stack: ExitStack) -> BuildConfig:
     return cfg.model_copy(update={"runner": cfg.runner.model_copy(update={"dask_scheduler": cluster.scheduler_address})})
 
 
+def embedded_slots(cfg: BuildConfig) -> int:
+    """The embedded server's parallel slots: the LLM concurrency, 1 to 16."""
+    return min(max(cfg.llm.concurrency, 1), 16)
+
+
 def llm_settings(cfg: BuildConfig) -> tuple[ClientSettings, bool]:
     """Client settings and whether they point at the embedded model."""
     from conceptkit.pipelines.generation.server import MODEL_NAME, base_url
@@ -122,6 +127,8 @@ def llm_settings(cfg: BuildConfig) -> tuple[ClientSettings, bool]:
             # Each worker process enforces the ceiling on its own calls; the driver's estimate guards the total.
             max_cost=cfg.llm.max_cost,
             extra_params=extra,
+            # The embedded server's slots (as many as the concurrency) start with the prompts' shared prefix.
+            prime_slots=embedded_slots(cfg) if embedded and cfg.llm.share_prefix else 0,
         ),
         embedded,
     )
@@ -239,7 +246,7 @@ def _run_build(cfg: BuildConfig, out: Path, *, argv: list[str] | None, cached_on
                 cfg.cache_path().mkdir(parents=True, exist_ok=True)
                 try:
                     stack.enter_context(EmbeddedServer(cfg.llm.embedded_port, log_path=cfg.cache_path() / "llm-server.log",
-                                                       parallel=min(max(cfg.llm.concurrency, 1), 16)))
+                                                       parallel=embedded_slots(cfg)))
                 except EmbeddedModelError as exc:
                     raise UserError(str(exc)) from None
             else:

@@ -73,6 +73,9 @@ class LLMConfig(_Frozen):
     cache: bool = True
     refresh_cache: bool = False
     embedded_port: int = Field(8765, ge=1, le=65535)
+    # The embedded server: process the prompts' shared prefix once and copy it into every slot (off: each
+    # request recomputes it; measured in benchmarks/README.md, "The embedded LLM at its limit").
+    share_prefix: bool = True
     # USD per million tokens, per model name; models not listed cost 0 (local models).
     prices: dict[str, "Price"] = Field(default_factory=dict)
     max_cost: float | None = Field(None, ge=0)  # USD; the run stops spending before it exceeds this

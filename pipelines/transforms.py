@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
+from conceptkit.pipelines.annotation.units import load_unit_table, save_unit, shard_table, unit_scorer
 from conceptkit.pipelines.config import AnnotationConfig, EmbeddingConfig, FilterConfig, SelectionConfig
 from conceptkit.pipelines.generation.client import ClientSettings
 from conceptkit.pipelines.generation.parse import ParseError, answer_parses, max_concepts_per_answer, parse_candidates
@@ -273,61 +273,27 @@ class EmbedItems(_Progressing):
         yield "unit", group
 
 
-def _unit_path(units_dir: str, group: int) -> Path:
-    return Path(units_dir) / f"unit-{group:07d}.parquet"
-
-
-def save_unit(units_dir: str, group: int, batch: dict) -> None:
-    """Stage a unit's embedded items (ids, labels, texts, vectors) for the passes after selection.
-
-    Later passes read units back one at a time instead of the runner holding every embedded batch until the
-    concept set and thresholds exist: memory stays bounded by the unit, not the dataset. A retried bundle
-    rewrites the same file (the name is the unit's), atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    emb = np.ascontiguousarray(batch["embedding"], dtype=np.float32)
-    vectors = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
-    table = pa.table({"item_id": pa.array(batch["item_id"], pa.string()), "label": pa.array(batch["label"], pa.string()),
-                      "text": pa.array(batch["text"], pa.string()), "split": pa.array(batch["split"], pa.string()),
-                      "embedding": vectors})
-    path = _unit_path(units_dir, group)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
-
-
-def load_unit(units_dir: str, group: int) -> dict:
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(_unit_path(units_dir, group))
-    emb = table.column("embedding").combine_chunks()
-    dim = emb.type.list_size
-    return {
-        "item_id": table.column("item_id").to_pylist(),
-        "label": table.column("label").to_pylist(),
-        "text": table.column("text").to_pylist(),
-        "split": table.column("split").to_pylist(),
-        "embedding": np.asarray(emb.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim),
-    }
-
-
 class ScoreHistograms(beam.DoFn):
     """A staged unit + the concept set -> (concepts x bins) histogram of the unit's scores."""
 
-    def __init__(self, units_dir: str) -> None:
+    def __init__(self, units_dir: str, device: str | None = None) -> None:
         self.units_dir = units_dir
+        self.device = device
+        self._scorer_key = None
+        self._scorer = None
 
     def process(self, group: int, selection: dict):
-        from conceptkit.pipelines.annotation.thresholds import score_histograms
+        from conceptkit.pipelines.annotation.scoring import UnitScorer, engine_for
 
-        concepts = selection["concepts"]
-        if not concepts:
+        if not selection["concepts"]:
             return
         with timed("annotate"):
-            batch = load_unit(self.units_dir, group)
-            yield score_histograms(batch["embedding"] @ selection["matrix"].T)
+            if self._scorer_key != id(selection):
+                engine, device = engine_for(self.device)
+                self._scorer = UnitScorer(selection["matrix"], top_k=1, engine=engine, device=device)
+                self._scorer_key = id(selection)
+            _, emb = load_unit_table(self.units_dir, group)
+            yield self._scorer.histograms(emb)
 
 
 def calibrate(histograms: list[np.ndarray], n_concepts: int, selection: dict, cfg: AnnotationConfig):
@@ -483,104 +449,86 @@ class WriteIndex(beam.DoFn):
 
 
 class AnnotateBatch(_Progressing):
-    """A staged unit + the concept set + thresholds -> the unit's annotation rows; writes the unit's review tasks
-    as JSON Lines into ``tasks_dir`` (joined into tasks.json at the end)."""
+    """A staged unit + the concept set + the label rule -> the unit's annotation shard as one Arrow table; writes
+    the unit's review tasks as JSON Lines into ``tasks_dir`` (joined into tasks.json at the end). Scoring runs on
+    ``device`` (annotation/scoring.py: numpy on the CPU, torch on a CUDA device); rows are built column-wise,
+    never one Python dict per item."""
 
     progress_desc = "annotate"
 
     def __init__(self, cfg: AnnotationConfig, run_id: str, units_dir: str, tasks_dir: str, index_cfg=None,
-                 total: int = 0) -> None:
+                 total: int = 0, device: str | None = None) -> None:
         super().__init__(total)
         self.cfg = cfg
         self.run_id = run_id
         self.units_dir = units_dir
         self.tasks_dir = tasks_dir
         self.index_cfg = index_cfg
-        self._index_key = None
-        self._index = None
+        self.device = device
+        self._scorer_key = None
+        self._scorer = None
 
-    def _index_for(self, selection: dict):
-        from conceptkit.annotators.index import ConceptIndex
-
+    def _scorer_for(self, selection: dict):
         key = id(selection)
-        if self._index_key != key:
-            concepts = selection["concepts"]
-            emb = selection["matrix"]
-            self._index = (
-                ConceptIndex.build(emb, np.arange(len(concepts)), model="", concepts=[],
-                                   **(self.index_cfg.model_dump() if self.index_cfg else {})),
-                emb,
-                [c["concept"] for c in concepts],
-            )
-            self._index_key = key
-        return self._index
+        if self._scorer_key != key:
+            self._scorer = unit_scorer(selection, self.device, top_k=self.cfg.top_k,
+                                       score_dtype=self.cfg.score_dtype, index_cfg=self.index_cfg)
+            self._scorer_key = key
+        return self._scorer
 
     def process(self, group: int, selection: dict, rule):
-        import json
-
-        from conceptkit.annotators.embedding import annotate
-        from conceptkit.pipelines.review.tasks import item_task
+        from conceptkit.pipelines.review.tasks import item_tasks_jsonl
+        from conceptkit.schemas.io import write_text_atomic
 
         if not selection["concepts"]:
             return
         with timed("annotate"):
-            batch = load_unit(self.units_dir, group)
-            index, emb, names = self._index_for(selection)
-            top_ids, top_scores, scores = annotate(batch["embedding"], emb, top_k=self.cfg.top_k, index=index)
-            from conceptkit.schemas.annotations import as_stored
-
-            scores = as_stored(scores, self.cfg.score_dtype)  # decided on what the shard keeps
-            margins = rule.margins(scores, batch["label"])
-            present = margins >= 0
-            shard, tasks = [], []
-            for i, item_id in enumerate(batch["item_id"]):
-                shard.append({
-                    "item_id": item_id,
-                    "text": batch["text"][i],
-                    "label": batch["label"][i],
-                    "split": batch["split"][i],
-                    "top_concept_ids": top_ids[i].tolist(),
-                    "top_scores": top_scores[i].tolist(),
-                    "concept_ids": np.flatnonzero(present[i]).astype(np.int32).tolist(),
-                    "scores": scores[i],
-                })
-                # Pre-ticked for review: exactly the item's binary labels (one rule everywhere).
-                task = item_task(
-                    item_id=item_id, text=batch["text"][i], label=batch["label"][i], top_ids=top_ids[i].tolist(),
-                    top_scores=top_scores[i].tolist(), concepts=names, run_id=self.run_id,
-                    ticked=np.flatnonzero(present[i]).tolist(), uncertainty=float(np.exp(-np.abs(margins[i]).min())),
-                )
-                tasks.append(json.dumps(task.model_dump(mode="json"), ensure_ascii=False))
-            from conceptkit.schemas.io import write_text_atomic
-
-            write_text_atomic(Path(self.tasks_dir) / f"unit-{group:07d}.jsonl", "".join(t + "\n" for t in tasks))
-        self.progress.update(len(shard))
+            unit, emb = load_unit_table(self.units_dir, group)
+            labels = unit.column("label").to_pylist()
+            scored = self._scorer_for(selection).annotate(emb, labels, rule)
+            shard = shard_table(unit, scored)
+            tasks = item_tasks_jsonl(
+                item_ids=unit.column("item_id").to_pylist(), texts=unit.column("text").to_pylist(), labels=labels,
+                top_ids=scored.top_ids, top_scores=scored.top_scores, positive_indptr=scored.positive_indptr,
+                positive_ids=scored.positive_ids, uncertainty=scored.uncertainty,
+                concepts=[c["concept"] for c in selection["concepts"]], run_id=self.run_id)
+            write_text_atomic(Path(self.tasks_dir) / f"unit-{group:07d}.jsonl", tasks)
+        self.progress.update(shard.num_rows)
         yield shard
-        counter("items_annotated").inc(len(batch["item_id"]))
+        counter("items_annotated").inc(shard.num_rows)
 
 
 class WriteShards(beam.DoFn):
-    """A batch of annotation rows -> one Parquet shard per split in ``directory`` (``<split>-<id>.parquet``, so a
-    split is a file pattern for Hugging Face ``data_files``); yields each file name once in place."""
+    """A unit's annotation table (or a list of rows) -> one Parquet shard per split in ``directory``
+    (``<split>-<id>.parquet``, so a split is a file pattern for Hugging Face ``data_files``); yields each file
+    name once in place. Shards are written on a few threads (``ShardWriter``) while the next unit is scored;
+    ``finish_bundle`` waits for them, so a bundle ends only when its files exist (CommitShards, after the
+    combine, sees them all) and a failed write fails the bundle."""
 
     def __init__(self, directory: str, score_dtype: str = "float32") -> None:
         self.directory = directory
         self.score_dtype = score_dtype
+        self._writer = None
 
-    def process(self, rows: list[dict], n_concepts: int):
-        from conceptkit.schemas.annotations import annotations_schema, shard_name
-        from conceptkit.schemas.io import write_table
+    def setup(self) -> None:
+        from conceptkit.pipelines.annotation.units import ShardWriter
 
-        by_split: dict[str, list[dict]] = {}
-        for row in rows:
-            by_split.setdefault(row["split"], []).append(row)
-        for split_name, part in sorted(by_split.items()):
-            name = shard_name(split_name)
-            with timed("write"):
-                write_table(Path(self.directory) / name, part, annotations_schema(n_concepts, self.score_dtype),
-                            row_group_size=8192)
-            logger.info("annotated %d items into %s", len(part), name)
+        self._writer = ShardWriter(self.directory, self.score_dtype)
+
+    def process(self, rows, n_concepts: int):
+        with timed("write"):
+            written = self._writer.write(rows, n_concepts)
+        for name, count in written:
+            logger.info("annotated %d items into %s", count, name)
             yield name
+
+    def finish_bundle(self) -> None:
+        with timed("write"):
+            self._writer.wait()
+
+    def teardown(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
 
 
 class CommitShards(beam.DoFn):
@@ -733,7 +681,7 @@ def build_pipeline(
     # After selection, units are read back from the staging directory one at a time (see save_unit).
     thresholds = (
         units
-        | "ScoreHistograms" >> beam.ParDo(ScoreHistograms(units_dir), selection=beam.pvalue.AsSingleton(selection))
+        | "ScoreHistograms" >> beam.ParDo(ScoreHistograms(units_dir, cfg.embedding.device), selection=beam.pvalue.AsSingleton(selection))
         | "AllHistograms" >> beam.combiners.ToList()
         | "Calibrate" >> beam.Map(calibrate, n_concepts=beam.pvalue.AsSingleton(n_concepts),
                                   selection=beam.pvalue.AsSingleton(selection), cfg=cfg.annotation)
@@ -745,7 +693,8 @@ def build_pipeline(
         | "WriteConcepts" >> beam.ParDo(WriteTable(str(run_dir / "concepts.parquet"), CONCEPTS))
     )
     annotated = units | "Annotate" >> beam.ParDo(
-        AnnotateBatch(cfg.annotation, run_id, units_dir, tasks_dir, cfg.index, total=n_items),
+        AnnotateBatch(cfg.annotation, run_id, units_dir, tasks_dir, cfg.index, total=n_items,
+                      device=cfg.embedding.device),
         selection=beam.pvalue.AsSingleton(selection), rule=beam.pvalue.AsSingleton(thresholds),
     )
     shard_dir = str(run_dir / "annotations")

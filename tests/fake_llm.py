@@ -9,8 +9,9 @@ past the client's timeout), ``"reset"`` (closes the connection), ``"malformed"``
 (JSON of the wrong shape), ``"repeat"`` (one concept repeated many times), ``"401"``, ``"429:SECONDS"`` (a 429
 with that Retry-After), ``"drip"`` (headers, then the body one byte per second), ``"bad_content"`` (content 123),
 ``"bad_usage"`` (``prompt_tokens: "lots"``), ``"huge"`` (a 20 MB answer), ``"many"`` (20,000 concepts).
-``latency_s`` delays every answer.
-Counts: ``requests`` (all), ``completions`` (successful answers).
+``latency_s`` delays every answer. ``POST /slots/N?action=save|restore`` (llama.cpp's slot API) answers as llama.cpp
+does, or with ``slots_status`` when set (501: a server without a slot directory); recorded in ``slot_calls``.
+Counts: ``requests`` (all completions), ``completions`` (successful answers).
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ class FakeLLM:
         hang_s: float = 5.0,
         refuse_json_schema: bool = False,
         model: str = "fake-model",
+        slots_status: int | None = None,
     ) -> None:
+        self.slots_status = slots_status
+        self.slot_calls: list[tuple[int, str, str]] = []  # (slot, action, filename)
         self.answers = answers or {}
         self.faults = list(faults or [])
         self.latency_s = latency_s
@@ -124,9 +128,19 @@ class FakeLLM:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with fake._lock:
+                    fake.paths.append(self.path)
+                if self.path.startswith("/slots/"):
+                    slot, _, query = self.path.removeprefix("/slots/").partition("?action=")
+                    with fake._lock:
+                        fake.slot_calls.append((int(slot), query, body.get("filename", "")))
+                    if fake.slots_status:
+                        self._send(fake.slots_status, {"error": {"message": "slot save path not set", "type": "fault"}})
+                    else:
+                        self._send(200, {"id_slot": int(slot), "filename": body.get("filename", "")})
+                    return
+                with fake._lock:
                     fake.bodies.append(body)
                     fake.headers.append(dict(self.headers))
-                    fake.paths.append(self.path)
                 fault = fake._next_fault()
                 if fake.latency_s:
                     time.sleep(fake.latency_s)

@@ -26,7 +26,13 @@ def free_port() -> int:
 
 @pytest.mark.llm
 @pytest.mark.slow
-def test_build_with_embedded_llm(tmp_path):
+def test_build_with_embedded_llm(tmp_path, caplog):
+    import glob
+    import logging
+    import tempfile
+
+    slot_dirs = set(glob.glob(f"{tempfile.gettempdir()}/conceptkit-llm-slots-*"))
+    caplog.set_level(logging.INFO, logger="conceptkit.pipelines.generation.client")
     rows = demo_rows(per_class=8, classes=["weather", "music"])
     items = write_csv(tmp_path / "items.csv", rows)
     port = free_port()
@@ -56,6 +62,10 @@ def test_build_with_embedded_llm(tmp_path):
     from conceptkit.pipelines.generation.server import is_healthy
 
     assert not is_healthy(port)
+    # The server's slots were primed with the shared prompt prefix (llama.cpp's slot save/restore) and the
+    # server's own slot directory went with it.
+    assert "copied a shared prompt prefix" in caplog.text and "into 4 server slots" in caplog.text
+    assert set(glob.glob(f"{tempfile.gettempdir()}/conceptkit-llm-slots-*")) == slot_dirs
     # A rerun is served from the cache without starting the model.
     again = run_build(cfg)
     assert again.llm["calls"] == 0 and again.llm["cache_hits"] == 4

@@ -97,6 +97,8 @@ def _add_build(sub) -> None:
         p.add_argument(flag, dest=key, default=None, **{"metavar": _metavar(kwargs), **kwargs})
     p.add_argument("--no-cache", dest="llm.cache", action="store_const", const=False, default=None, help="neither read nor write the LLM cache")
     p.add_argument("--no-embedding-cache", dest="embedding.cache", action="store_const", const=False, default=None, help="do not cache embeddings by (model, content hash)")
+    p.add_argument("--no-llm-share-prefix", dest="llm.share_prefix", action="store_const", const=False, default=None,
+                   help="the embedded model: do not copy the prompts' shared prefix into every slot first")
     p.add_argument("--refresh-cache", dest="llm.refresh_cache", action="store_const", const=True, default=None, help="call the LLM again and overwrite cached answers")
     p.set_defaults(func=_cmd_build)
 

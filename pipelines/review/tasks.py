@@ -255,6 +255,42 @@ def item_task(
     return Task(data=data, predictions=[prediction])
 
 
+def item_tasks_jsonl(*, item_ids: Sequence[str], texts: Sequence[str], labels: Sequence[str | None],
+                     top_ids: np.ndarray, top_scores: np.ndarray, positive_indptr: np.ndarray,
+                     positive_ids: np.ndarray, uncertainty: np.ndarray, concepts: Sequence[str], run_id: str) -> str:
+    """JSON Lines of ``item_task(..., ticked=positives, uncertainty=...)`` for a whole unit, without a pydantic
+    model or a dict per item: one ``%`` format per line, names quoted once per unit, scores as ``%.4f`` (the
+    same number as ``round(x, 4)``: both round the exact double to the nearest, ties to even), so the lines parse
+    to what ``item_task`` gives (tests/pipelines/test_scoring.py). The annotate pass writes a task per item, tens of
+    thousands a second on a GPU machine."""
+    from json.encoder import encode_basestring as quote  # ensure_ascii=False, as the tasks file is written
+
+    names = [quote(c) for c in concepts]
+    formats = [f"{name.replace('%', '%%')}: %.4f" for name in names]
+    n, k = top_ids.shape if top_ids.ndim == 2 else (len(item_ids), 0)
+    head = '{"data": {"item_id": %s, "text": %s, "label": %s, "concept_scores": {'
+    tail = ('}, "options": null, "task_key": null, "fingerprint": null}, "predictions": [{"model_version": '
+            + quote(run_id).replace("%", "%%") + ', "score": %.4f, ')
+    ticked_head = f'"result": [{{"from_name": {quote(FROM_NAME)}, "to_name": {quote(TO_NAME)}, "type": "choices", "value": {{"choices": ['
+    unticked = '"result": []}]}\n'
+    top_ids, top_scores = top_ids.tolist(), top_scores.tolist()
+    ptr, ids, unc = positive_indptr.tolist(), positive_ids.tolist(), uncertainty.tolist()
+    lines = []
+    for i in range(n):
+        row = top_ids[i]
+        if len(set(row)) == len(row):
+            scores = ", ".join([formats[c] % v for c, v in zip(row, top_scores[i])])
+        else:  # a repeated concept keeps its last score, as the dict in item_task does
+            scores = ", ".join(formats[c] % v for c, v in {c: v for c, v in zip(row, top_scores[i])}.items())
+        label = labels[i]
+        start = head % (quote(item_ids[i]), quote(texts[i]), "null" if label is None else quote(label))
+        ticked = ids[ptr[i]:ptr[i + 1]]
+        lines.append(start + scores + tail % unc[i]
+                     + (ticked_head + ", ".join([names[c] for c in ticked]) + "]}}]}]}\n"
+                        if ticked else unticked))
+    return "".join(lines)
+
+
 def ticked_choices(task: Task) -> list[str]:
     """The concepts a task's (first) prediction ticks."""
     for prediction in task.predictions[:1]:

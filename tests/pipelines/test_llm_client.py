@@ -73,3 +73,53 @@ def test_concurrency_is_bounded():
         elapsed = time.perf_counter() - t
     assert all(r.error is None for r in results)
     assert elapsed >= 0.4  # 8 requests through 4 slots of 0.2 s cannot finish in one round
+
+
+def test_shared_prefix_is_the_equal_messages_then_the_common_start_cut_at_a_space():
+    from conceptkit.pipelines.generation.client import shared_prefix
+
+    system = {"role": "system", "content": "You list concepts."}
+    a = [system, {"role": "user", "content": "Class: cooking. List four concepts"}]
+    b = [system, {"role": "user", "content": "Class: cookware. List four concepts"}]
+    assert shared_prefix([a, b]) == [system, {"role": "user", "content": "Class:"}]
+    assert shared_prefix([a, a]) == a  # the same prompt twice (two samples): all of it
+    assert shared_prefix([[{"role": "user", "content": "x y"}], [{"role": "user", "content": "z"}]]) is None
+
+
+def jobs_for(classes):  # two questions (templates) per class
+    return [(r.messages(), concepts_schema(4), 0) for r in build_requests(classes, family="text", domain="texts", n=4)]
+
+
+def test_primes_the_server_slots_once_with_the_shared_prefix(tmp_path):
+    from conceptkit.pipelines.generation.client import shared_prefix
+
+    jobs = jobs_for(["cooking", "music", "travel"])
+    with FakeLLM({"cooking": ["oven"]}) as fake:
+        c = client(fake, tmp_path, prime_slots=3, concurrency=3)
+        results = c.run_many(jobs)
+        # The primer: the shared prefix, one token, slot 0; then slot 0 saved and restored into slots 1 and 2.
+        primer = fake.bodies[0]
+        assert primer["id_slot"] == 0 and primer["max_tokens"] == 1
+        assert primer["messages"] == shared_prefix([j[0] for j in jobs])
+        assert len(primer["messages"][0]["content"]) > 200  # the system message at least
+        name = fake.slot_calls[0][2]
+        assert fake.slot_calls == [(0, "save", name), (1, "restore", name), (2, "restore", name)]
+        assert name.startswith("conceptkit-prefix-") and name.endswith(".bin")
+        assert [r.error for r in results] == [None] * 6 and fake.requests == 7
+        # More requests with the same prefix: the slots already start with it, no second primer.
+        c.run_many(jobs_for(["sports", "weather"]))
+        assert len(fake.slot_calls) == 3 and fake.requests == 11
+        # Everything cached: nothing is sent at all.
+        client(fake, tmp_path, prime_slots=3).run_many(jobs)
+        assert fake.requests == 11
+
+
+def test_a_server_without_slot_saving_still_answers_every_request(tmp_path, caplog):
+    import logging
+
+    jobs = jobs_for(["cooking", "music"])
+    with FakeLLM({"cooking": ["oven"]}, slots_status=501) as fake, caplog.at_level(logging.INFO):
+        results = client(fake, tmp_path, prime_slots=2).run_many(jobs)
+    assert [r.error for r in results] == [None] * 4
+    assert fake.slot_calls == [(0, "save", fake.slot_calls[0][2])]  # refused at the save: no restores tried
+    assert "not copied into the server's slots" in caplog.text and "501" in caplog.text

@@ -1,0 +1,153 @@
+"""A staged unit: the embedded items of one row group, written after embedding and read back one at a time by
+the passes after selection (calibration histograms, annotation), so memory is bounded by the unit, not the
+dataset. Also the unit's annotation shard, built column by column from its ``Scored`` (annotation/scoring.py).
+
+No Beam here: the DoFns in pipelines/transforms.py call these, and so can a benchmark on a machine without
+Beam (benchmarks/bench_annotate_pipeline_gpu.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+
+def _unit_path(units_dir: str, group: int) -> Path:
+    return Path(units_dir) / f"unit-{group:07d}.parquet"
+
+
+def save_unit(units_dir: str, group: int, batch: dict) -> None:
+    """Stage a unit's embedded items (ids, labels, texts, vectors) for the passes after selection.
+
+    Later passes read units back one at a time instead of the runner holding every embedded batch until the
+    concept set and thresholds exist: memory stays bounded by the unit, not the dataset. A retried bundle
+    rewrites the same file (the name is the unit's), atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    emb = np.ascontiguousarray(batch["embedding"], dtype=np.float32)
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
+    table = pa.table({"item_id": pa.array(batch["item_id"], pa.string()), "label": pa.array(batch["label"], pa.string()),
+                      "text": pa.array(batch["text"], pa.string()), "split": pa.array(batch["split"], pa.string()),
+                      "embedding": vectors})
+    path = _unit_path(units_dir, group)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def load_unit_table(units_dir: str, group: int):
+    """A staged unit as (Arrow table of item_id, label, text, split; (n, d) float32 embeddings)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(_unit_path(units_dir, group))
+    emb = table.column("embedding").combine_chunks()
+    vectors = np.asarray(emb.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, emb.type.list_size)
+    return table.select(["item_id", "label", "text", "split"]), vectors
+
+
+def unit_scorer(selection: dict, device: str | None, *, top_k: int, score_dtype: str, index_cfg=None):
+    """The scorer of a concept set: torch on a CUDA ``device``, else numpy with the run's index kind for top-k."""
+    from conceptkit.pipelines.annotation.scoring import UnitScorer, engine_for
+
+    engine, torch_device = engine_for(device)
+    index = None
+    if engine == "numpy":
+        from conceptkit.annotators.index import ConceptIndex
+
+        concepts = selection["concepts"]
+        index = ConceptIndex.build(selection["matrix"], np.arange(len(concepts)), model="", concepts=[],
+                                   **(index_cfg.model_dump() if index_cfg else {}))
+    return UnitScorer(selection["matrix"], top_k=top_k, score_dtype=score_dtype, engine=engine,
+                      device=torch_device, index=index)
+
+
+def shard_table(unit, scored):
+    """A unit's items (an Arrow table of item_id, label, text, split) and their ``Scored`` -> annotation rows as
+    an Arrow table, column by column."""
+    import pyarrow as pa
+
+    n, k = scored.top_ids.shape
+    fixed = np.arange(0, (n + 1) * k, k, dtype=np.int32)
+    m = scored.scores.shape[1]
+    return pa.table({
+        "item_id": unit.column("item_id"),
+        "text": unit.column("text"),
+        "label": unit.column("label"),
+        "split": unit.column("split"),
+        "top_concept_ids": pa.ListArray.from_arrays(fixed, pa.array(scored.top_ids.reshape(-1), pa.int32())),
+        "top_scores": pa.ListArray.from_arrays(fixed, pa.array(scored.top_scores.reshape(-1), pa.float32())),
+        "concept_ids": pa.ListArray.from_arrays(scored.positive_indptr.astype(np.int32),
+                                                pa.array(scored.positive_ids, pa.int32())),
+        "scores": pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(scored.scores).reshape(-1)), m),
+    })
+
+
+class ShardWriter:
+    """Annotation shards written on a small thread pool: Parquet encoding and zstd release the GIL, so the shards
+    of one unit are written while the next unit is scored. ``write`` returns the shard names at once (one per
+    split, ``<split>-<id>.parquet``); ``wait`` returns when every write is done and raises the first failure.
+    At most ``threads`` writes are in flight (a unit's table is held until it is written); ``threads=1``
+    writes in the calling thread. Each file is written atomically (``write_table``)."""
+
+    def __init__(self, directory: str, score_dtype: str = "float32", threads: int | None = None) -> None:
+        import os
+
+        self.directory = Path(directory)
+        self.score_dtype = score_dtype
+        self.threads = threads or max(1, min(8, (os.cpu_count() or 2) - 1))
+        self._pool = None
+        self._pending: list = []
+
+    def write(self, rows, n_concepts: int) -> list[tuple[str, int]]:
+        """(shard name, rows) per split of ``rows`` (an Arrow table, or a list of row dicts)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from conceptkit.schemas.annotations import annotations_schema, shard_name
+        from conceptkit.schemas.io import write_table
+
+        if isinstance(rows, pa.Table):
+            splits = pc.unique(rows.column("split")).to_pylist()
+            parts = {name: rows.filter(pc.equal(rows.column("split"), name)) for name in splits}
+        else:
+            parts = {}
+            for row in rows:
+                parts.setdefault(row["split"], []).append(row)
+        schema = annotations_schema(n_concepts, self.score_dtype)
+        out = []
+        for split_name, part in sorted(parts.items()):
+            name = shard_name(split_name)
+            job = (self.directory / name, part, schema)
+            if self.threads == 1:
+                write_table(*job, row_group_size=8192)
+            else:
+                if self._pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="conceptkit-shards")
+                while len(self._pending) >= self.threads:
+                    self._pending.pop(0).result()
+                self._pending.append(self._pool.submit(write_table, *job, row_group_size=8192))
+            out.append((name, len(part)))
+        return out
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        errors = []
+        for future in pending:
+            try:
+                future.result()
+            except Exception as exc:  # every write is waited for before the first failure is raised
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        self.wait()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
