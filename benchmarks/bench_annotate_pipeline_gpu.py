@@ -8,9 +8,10 @@ What runs is what the build's DoFns call for ``--embedding-device cuda`` (pipeli
 1. embed: ``TextEmbedder(device="cuda").encode`` of the unit's texts (the CUDA encoder), ``save_unit``;
 2. calibrate: ``load_unit_table`` + ``UnitScorer.histograms`` per unit (torch engine), ``from_histograms``;
 3. annotate: ``load_unit_table``, ``UnitScorer.annotate`` (scores, top-k, the label rule's margins and
-   positives on the GPU; scores copied back in the storage dtype), ``shard_table``, ``item_tasks_jsonl`` +
-   ``write_text_atomic`` (the review tasks), ``ShardWriter.write`` (the Parquet shards, on its threads while the
-   next unit is scored) and ``ShardWriter.close`` at the end (``WriteShards.finish_bundle``).
+   positives on the GPU; scores copied back in the storage dtype), ``shard_table``, ``write_tasks`` (the review
+   tasks, on a thread), ``ShardWriter.write`` (the Parquet shards, on its threads while the next unit is scored),
+   and the waits at the end (the DoFns' ``finish_bundle``). The times per part are the calling thread's: waits
+   for a full queue count where they happen.
 
 Not in it: reading and validating the items CSV, the LLM, selection, the concept index, the embedding cache
 (``embedding.cache: false``), the final tasks.json join and the dataset card. Needs torch, sentence-transformers,
@@ -60,9 +61,8 @@ def main() -> None:
     from conceptkit.pipelines.annotation.labels import from_histograms
     from conceptkit.pipelines.annotation.scoring import UnitScorer
     from conceptkit.pipelines.annotation.thresholds import BINS
-    from conceptkit.pipelines.annotation.units import ShardWriter, load_unit_table, save_unit, shard_table
-    from conceptkit.pipelines.review.tasks import item_tasks_jsonl
-    from conceptkit.schemas.io import write_text_atomic
+    from conceptkit.pipelines.annotation.units import (Background, ShardWriter, load_unit_table, save_unit,
+                                                       shard_table, write_tasks)
 
     cuda = args.device.startswith("cuda")
     gpu = torch.cuda.get_device_name(0) if cuda else "none"
@@ -102,12 +102,15 @@ def main() -> None:
 
     t = time.perf_counter()
     first = None
-    for group, part in units:  # EmbedItems
+    saves = Background(1, "units")
+    for group, part in units:  # EmbedItems: embed, and the unit written on a thread
         emb = embedder.encode(texts[part])
         if first is None:
             first = emb[: min(20_000, n_plain)]
-        save_unit(str(units_dir), group, {"item_id": ids[part], "label": labels[part], "text": texts[part],
-                                          "split": ["train"] * (part.stop - part.start), "embedding": emb})
+        saves.submit(save_unit, str(units_dir), group, {"item_id": ids[part], "label": labels[part],
+                                                        "text": texts[part], "split": ["train"] * (part.stop - part.start),
+                                                        "embedding": emb})
+    saves.close()  # EmbedItems.finish_bundle
     stages["embed"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -123,22 +126,18 @@ def main() -> None:
     timings = {"read": 0.0, "score": 0.0, "shard": 0.0, "write": 0.0, "tasks": 0.0}
     positives = 0
     t = time.perf_counter()
+    tasks_writer = Background(1, "tasks")
     for group, _ in units:  # AnnotateBatch, then WriteShards (one split)
         t0 = time.perf_counter()
         unit, emb = load_unit_table(str(units_dir), group)
-        unit_labels = unit.column("label").to_pylist()
         t1 = time.perf_counter()
-        scored = scorer.annotate(emb, unit_labels, rule)
+        scored = scorer.annotate(emb, unit.column("label").to_pylist(), rule)
         t2 = time.perf_counter()
         shard = shard_table(unit, scored)
         t3 = time.perf_counter()
-        tasks = item_tasks_jsonl(item_ids=unit.column("item_id").to_pylist(), texts=unit.column("text").to_pylist(),
-                                 labels=unit_labels, top_ids=scored.top_ids, top_scores=scored.top_scores,
-                                 positive_indptr=scored.positive_indptr, positive_ids=scored.positive_ids,
-                                 uncertainty=scored.uncertainty, concepts=names, run_id="bench")
-        write_text_atomic(tasks_dir / f"unit-{group:07d}.jsonl", tasks)
+        tasks_writer.submit(write_tasks, tasks_dir / f"unit-{group:07d}.jsonl", names, "bench", unit, scored)
         t4 = time.perf_counter()
-        writer.write(shard, args.concepts)  # WriteShards: returns once the write is queued (or done, 1 thread)
+        writer.write(shard, args.concepts)  # WriteShards: returns once the write is queued
         t5 = time.perf_counter()
         positives += len(scored.positive_ids)
         for key, dt in zip(timings, (t1 - t0, t2 - t1, t3 - t2, t5 - t4, t4 - t3)):
@@ -146,6 +145,9 @@ def main() -> None:
     t6 = time.perf_counter()
     writer.close()  # WriteShards.finish_bundle
     timings["write"] += time.perf_counter() - t6
+    t6 = time.perf_counter()
+    tasks_writer.close()  # AnnotateBatch.finish_bundle
+    timings["tasks"] += time.perf_counter() - t6
     stages["annotate"] = time.perf_counter() - t
     wall = time.perf_counter() - started
     # Agreement of the GPU engine with the CPU (numpy) engine on the first unit.

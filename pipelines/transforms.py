@@ -215,8 +215,11 @@ class EmbedItems(_Progressing):
     def setup(self) -> None:
         from conceptkit.annotators.embedding import TextEmbedder
 
+        from conceptkit.pipelines.annotation.units import Background
+
         super().setup()
         self.embedder = TextEmbedder.from_config(self.cfg)
+        self._saves = Background(1, "conceptkit-units")  # a unit is written while the next one is embedded
         # The model loads on first use, inside process(): its load time counts as embed_items, not runner time.
 
     def _embed_images(self, rows: list[dict]):
@@ -268,9 +271,18 @@ class EmbedItems(_Progressing):
             "embedding": emb,
         }
         with timed("write"):
-            save_unit(self.units_dir, group, batch)
+            self._saves.submit(save_unit, self.units_dir, group, batch)
         yield "batch", batch
         yield "unit", group
+
+    def finish_bundle(self) -> None:
+        with timed("write"):
+            self._saves.wait()  # the bundle ends only when its unit files exist
+
+    def teardown(self) -> None:
+        if getattr(self, "_saves", None) is not None:
+            self._saves.close()
+        super().teardown()
 
 
 class ScoreHistograms(beam.DoFn):
@@ -476,26 +488,36 @@ class AnnotateBatch(_Progressing):
             self._scorer_key = key
         return self._scorer
 
+    def setup(self) -> None:
+        from conceptkit.pipelines.annotation.units import Background
+
+        super().setup()
+        # Review tasks are formatted on a thread while the next unit is scored (the GPU path waits on the device).
+        self._tasks = Background(1, "conceptkit-tasks")
+
     def process(self, group: int, selection: dict, rule):
-        from conceptkit.pipelines.review.tasks import item_tasks_jsonl
-        from conceptkit.schemas.io import write_text_atomic
+        from conceptkit.pipelines.annotation.units import write_tasks
 
         if not selection["concepts"]:
             return
         with timed("annotate"):
             unit, emb = load_unit_table(self.units_dir, group)
-            labels = unit.column("label").to_pylist()
-            scored = self._scorer_for(selection).annotate(emb, labels, rule)
+            scored = self._scorer_for(selection).annotate(emb, unit.column("label").to_pylist(), rule)
             shard = shard_table(unit, scored)
-            tasks = item_tasks_jsonl(
-                item_ids=unit.column("item_id").to_pylist(), texts=unit.column("text").to_pylist(), labels=labels,
-                top_ids=scored.top_ids, top_scores=scored.top_scores, positive_indptr=scored.positive_indptr,
-                positive_ids=scored.positive_ids, uncertainty=scored.uncertainty,
-                concepts=[c["concept"] for c in selection["concepts"]], run_id=self.run_id)
-            write_text_atomic(Path(self.tasks_dir) / f"unit-{group:07d}.jsonl", tasks)
+            self._tasks.submit(write_tasks, Path(self.tasks_dir) / f"unit-{group:07d}.jsonl",
+                               [c["concept"] for c in selection["concepts"]], self.run_id, unit, scored)
         self.progress.update(shard.num_rows)
         yield shard
         counter("items_annotated").inc(shard.num_rows)
+
+    def finish_bundle(self) -> None:
+        with timed("annotate"):
+            self._tasks.wait()  # the bundle ends only when its task files exist
+
+    def teardown(self) -> None:
+        if getattr(self, "_tasks", None) is not None:
+            self._tasks.close()
+        super().teardown()
 
 
 class WriteShards(beam.DoFn):

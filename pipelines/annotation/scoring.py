@@ -109,6 +109,15 @@ class UnitScorer:
             items = items.pin_memory()
         return items.to(self.device, non_blocking=True) @ self._concepts.T
 
+    def _to_host(self, x):
+        """A device tensor copied (asynchronously) into page-locked host memory (copies into pageable memory ran
+        at ~1.2 GB/s on the H200 machine: 8.7 s for a million float16 score vectors of 5,000). torch's caching
+        host allocator reuses the pages once the arrays that view them (a shard being written) are gone."""
+        if self.device.type != "cuda":
+            return x
+        host = self._torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+        return host.copy_(x, non_blocking=True)
+
     def _rule_tensors(self, rule: LabelRule, labels):
         """The rule's per-concept vectors on the device (cached per rule) and each item's row of the class
         penalty table (last row: no penalty)."""
@@ -157,9 +166,11 @@ class UnitScorer:
             if labels is not None and self._penalty.shape[0] > 1:
                 margins -= self._penalty[penalty_rows if len(penalty_rows) == n else penalty_rows.expand(n)]
             margins -= self._cut
-            pairs = (margins >= 0).nonzero()
+            pairs = (margins >= 0).nonzero().int()
             uncertainty = torch.exp(-margins.abs().amin(dim=1))
-            out = [x.cpu() for x in (top_ids.int(), top_scores, stored, pairs, uncertainty.double())]
+            out = [self._to_host(x) for x in (top_ids.int(), top_scores, stored, pairs, uncertainty.double())]
+            if self.device.type == "cuda":
+                torch.cuda.current_stream(self.device).synchronize()
         top_ids, top_scores, stored, pairs, uncertainty = (x.numpy() for x in out)
         return Scored(top_ids=top_ids, top_scores=top_scores.astype(np.float32),
                       scores=stored if self.score_dtype == "float16" else stored.astype(np.float32),
