@@ -521,7 +521,7 @@ class AnnotateBatch(_Progressing):
 
 
 class WriteShards(beam.DoFn):
-    """A unit's annotation table (or a list of rows) -> one Parquet shard per split in ``directory``
+    """A unit's annotation table -> one Parquet shard per split in ``directory``
     (``<split>-<id>.parquet``, so a split is a file pattern for Hugging Face ``data_files``); yields each file
     name once in place. Shards are written on a few threads (``ShardWriter``) while the next unit is scored;
     ``finish_bundle`` waits for them, so a bundle ends only when its files exist (CommitShards, after the

@@ -120,7 +120,7 @@ class UnitScorer:
 
     def _rule_tensors(self, rule: LabelRule, labels):
         """The rule's per-concept vectors on the device (cached per rule) and each item's row of the class
-        penalty table (last row: no penalty)."""
+        penalty table, or None without class context."""
         torch = self._torch
         key = id(rule)
         if self._rule_key != key:
@@ -132,21 +132,17 @@ class UnitScorer:
             self._mean = torch.from_numpy(np.asarray(rule.mean, dtype=np.float32)).to(self.device)
             self._std = torch.from_numpy(np.maximum(np.asarray(rule.std, dtype=np.float32), _EPS)).to(self.device)
             self._cut = torch.from_numpy(cut).to(self.device)
-            use_classes = rule.class_margin is not None and bool(rule.classes)
-            self._class_row = {}
-            table = np.zeros((1, m), dtype=np.float32)
-            if use_classes:
-                margin = np.float32(rule.class_margin) if np.isfinite(rule.class_margin) else np.float32(1e6)
-                known = sorted({c for cs in rule.classes for c in cs})
-                table = np.zeros((len(known) + 1, m), dtype=np.float32)
-                for r, label in enumerate(known):
-                    table[r, [label not in cs for cs in rule.classes]] = margin
-                    self._class_row[label] = r
-            self._penalty = torch.from_numpy(table).to(self.device)
+            # One row per known class and a last row of zeros (no class, or an unknown one): the rule's own
+            # class_penalty, gathered per item on the device.
+            known = sorted({c for cs in rule.classes for c in cs})
+            table = rule.class_penalty([*known, None])
+            self._class_row = {label: r for r, label in enumerate(known)}
+            self._penalty = None if table is None else torch.from_numpy(table).to(self.device)
             self._rule_key = key
+        if labels is None or self._penalty is None:
+            return None
         none_row = self._penalty.shape[0] - 1
-        rows = np.array([self._class_row.get(label, none_row) if labels is not None else none_row
-                         for label in (labels if labels is not None else [None])], dtype=np.int64)
+        rows = np.array([self._class_row.get(label, none_row) for label in labels], dtype=np.int64)
         return torch.from_numpy(rows).to(self.device)
 
     def _annotate_torch(self, embeddings, labels, rule: LabelRule) -> Scored:
@@ -163,8 +159,8 @@ class UnitScorer:
             if rule.item_context:
                 z = (z - z.mean(dim=1, keepdim=True)) / z.std(dim=1, unbiased=False, keepdim=True).clamp(min=_EPS)
             margins = z - rule.effective_z
-            if labels is not None and self._penalty.shape[0] > 1:
-                margins -= self._penalty[penalty_rows if len(penalty_rows) == n else penalty_rows.expand(n)]
+            if penalty_rows is not None:
+                margins -= self._penalty[penalty_rows]
             margins -= self._cut
             pairs = (margins >= 0).nonzero().int()
             uncertainty = torch.exp(-margins.abs().amin(dim=1))

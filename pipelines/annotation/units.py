@@ -154,20 +154,14 @@ class ShardWriter:
         self._jobs = Background(threads if threads > 1 else 0, "conceptkit-shards")
 
     def write(self, rows, n_concepts: int) -> list[tuple[str, int]]:
-        """(shard name, rows) per split of ``rows`` (an Arrow table, or a list of row dicts)."""
-        import pyarrow as pa
+        """(shard name, rows) per split of ``rows`` (a unit's annotation table, ``shard_table``)."""
         import pyarrow.compute as pc
 
         from conceptkit.schemas.annotations import annotations_schema, shard_name
         from conceptkit.schemas.io import write_table
 
-        if isinstance(rows, pa.Table):
-            splits = pc.unique(rows.column("split")).to_pylist()
-            parts = {name: rows.filter(pc.equal(rows.column("split"), name)) for name in splits}
-        else:
-            parts = {}
-            for row in rows:
-                parts.setdefault(row["split"], []).append(row)
+        splits = pc.unique(rows.column("split")).to_pylist()
+        parts = {name: rows.filter(pc.equal(rows.column("split"), name)) for name in splits}
         schema = annotations_schema(n_concepts, self.score_dtype)
         out = []
         for split_name, part in sorted(parts.items()):
