@@ -117,13 +117,21 @@ class CudaEncoder:
         import torch
 
         texts = list(texts)
-        out = torch.empty((len(texts), self.dimension), dtype=torch.float32, pin_memory=True)
+        # Rows land in length order in one pinned buffer, each batch copied back without waiting for it, so the
+        # host queues the next batch while the GPU runs this one; one wait at the end, then input order.
+        ordered = torch.empty((len(texts), self.dimension), dtype=torch.float32, pin_memory=True)
+        order = np.empty(len(texts), dtype=np.int64)
+        lo = 0
         with torch.inference_mode():
             for positions, ids in self._batches(texts):
-                vectors = self._embed(ids).to("cpu", non_blocking=True)
-                torch.cuda.current_stream().synchronize()
-                out[torch.from_numpy(positions)] = vectors
-        return out.numpy()
+                hi = lo + len(positions)
+                order[lo:hi] = positions
+                ordered[lo:hi].copy_(self._embed(ids), non_blocking=True)
+                lo = hi
+            torch.cuda.current_stream(self.device).synchronize()
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        out[order] = ordered.numpy()
+        return out
 
     def annotate(self, texts: Sequence[str], concepts: np.ndarray, thresholds: np.ndarray, *, top_k: int,
                  score_dtype: str = "float32") -> "Annotated":

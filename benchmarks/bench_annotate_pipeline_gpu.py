@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--score-dtype", default="float16")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--embed-batch", type=int, default=1024, help="texts per GPU batch (embedding.batch_size)")
     parser.add_argument("--writer-threads", type=int, default=None, help="ShardWriter threads (default: its own)")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -68,7 +69,8 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(0) if cuda else "none"
     record = {"machine": f"{os.cpu_count()} CPU cores, GPU {gpu}, torch {torch.__version__}, "
                          f"Python {platform.python_version()}", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "items": args.items, "concepts": args.concepts, "unit": args.unit, "score_dtype": args.score_dtype}
+              "items": args.items, "concepts": args.concepts, "unit": args.unit, "score_dtype": args.score_dtype,
+              "embed_batch": args.embed_batch}
     ids, texts, _ = synthetic_items(args.items)
     classes = [f"class-{c}" for c in range(args.classes)]
     labels = [classes[i % args.classes] for i in range(args.items)]
@@ -93,7 +95,7 @@ def main() -> None:
         torch.cuda.empty_cache()
     print(json.dumps({"plain_items_s": record["plain_items_s"]}), flush=True)
 
-    embedder = TextEmbedder(args.model, device=args.device, batch_size=1024)
+    embedder = TextEmbedder(args.model, device=args.device, batch_size=args.embed_batch)
     matrix = embedder.encode(names)  # the concept set (its time is not counted: selection made it)
     embedder.encode(texts[:2048])  # warm-up: worker pool and CUDA kernels
     stages = {}

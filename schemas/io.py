@@ -55,39 +55,48 @@ def write_table(
     table = to_table(rows, schema)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    dictionary, split = encodings(table.schema)
+    dictionary, split, statistics = encodings(table.schema)
     try:
         pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd", use_dictionary=dictionary,
-                       use_byte_stream_split=split)
+                       use_byte_stream_split=split, write_statistics=statistics)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
-def encodings(schema: pa.Schema) -> tuple[list[str], list[str]]:
-    """(columns to dictionary-encode, float columns to write BYTE_STREAM_SPLIT), as Parquet leaf paths.
+def encodings(schema: pa.Schema) -> tuple[list[str], list[str], list[str]]:
+    """(columns to dictionary-encode, float columns to write BYTE_STREAM_SPLIT, columns with min/max
+    statistics), as Parquet leaf paths.
 
     Dictionaries only for strings: on a float column Parquet builds one and gives it up, which made a
     20,000 x 5,000 float16 score shard take 2x as long to write (benchmarks/README.md, "Annotation at scale").
-    Byte-stream split for float32/float64 (every reader of Parquet 2.8 knows it; not float16, newer in the
-    format): zstd then compresses the exponent bytes apart from the noisy mantissas, smaller and faster."""
-    dictionary, split = [], []
+    Byte-stream split for float32/float64 (every reader of Parquet 2.8 knows it; not float16: Parquet 2.11
+    added it there and some readers, Polars among them, cannot decode it yet): zstd then compresses the
+    exponent bytes apart from the noisy mantissas, smaller and faster. No statistics on floats inside lists
+    (score vectors): a row group's min/max over millions of list elements filters nothing, and computing it
+    took 40 % of a float16 score shard's write."""
+    dictionary, split, statistics = [], [], []
 
-    def walk(path: str, kind: pa.DataType) -> None:
+    def walk(path: str, kind: pa.DataType, in_list: bool) -> None:
         if pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind):
-            walk(f"{path}.list.element", kind.value_type)
-        elif pa.types.is_struct(kind):
+            walk(f"{path}.list.element", kind.value_type, True)
+            return
+        if pa.types.is_struct(kind):
             for child in kind:
-                walk(f"{path}.{child.name}", child.type)
-        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+                walk(f"{path}.{child.name}", child.type, in_list)
+            return
+        floating = pa.types.is_floating(kind)
+        if not (floating and in_list):
+            statistics.append(path)
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
             dictionary.append(path)
         elif pa.types.is_float32(kind) or pa.types.is_float64(kind):
             split.append(path)
 
     for field in schema:
-        walk(field.name, field.type)
-    return dictionary, split
+        walk(field.name, field.type, False)
+    return dictionary, split, statistics
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

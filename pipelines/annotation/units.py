@@ -161,7 +161,10 @@ class ShardWriter:
         from conceptkit.schemas.io import write_table
 
         splits = pc.unique(rows.column("split")).to_pylist()
-        parts = {name: rows.filter(pc.equal(rows.column("split"), name)) for name in splits}
+        if len(splits) == 1:  # the usual unit: no filtered copy of its score vectors
+            parts = {splits[0]: rows}
+        else:
+            parts = {name: rows.filter(pc.equal(rows.column("split"), name)) for name in splits}
         schema = annotations_schema(n_concepts, self.score_dtype)
         out = []
         for split_name, part in sorted(parts.items()):

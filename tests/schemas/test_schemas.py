@@ -60,3 +60,22 @@ def test_annotations_vector_length_is_fixed():
     assert annotations_schema(7).field("scores").type == pa.list_(pa.float32(), 7)
     with pytest.raises(ValueError, match="n_concepts must be >= 1"):
         annotations_schema(0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_annotation_shard_encodings(tmp_path, dtype):
+    """Score vectors: no min/max statistics (they filter nothing), no dictionary; byte-stream split only where
+    every Parquet reader decodes it (float32); ids and texts keep statistics and dictionaries."""
+    import pyarrow.parquet as pq
+
+    row = {"item_id": "a", "text": "t", "label": None, "split": "train", "top_concept_ids": [1, 0],
+           "top_scores": [0.5, 0.25], "concept_ids": [1], "scores": [0.25, 0.5, 0.125]}
+    path = write_table(tmp_path / "s.parquet", [row, {**row, "item_id": "b"}], annotations_schema(3, dtype))
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    columns = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    scores, item_id = columns["scores.list.element"], columns["item_id"]
+    assert not scores.is_stats_set and not columns["top_scores.list.element"].is_stats_set
+    assert item_id.is_stats_set and item_id.statistics.min == "a" and columns["concept_ids.list.element"].is_stats_set
+    assert "RLE_DICTIONARY" not in scores.encodings and "RLE_DICTIONARY" in item_id.encodings
+    assert ("BYTE_STREAM_SPLIT" in scores.encodings) == (dtype == "float32")
+    assert read_table(path, annotations_schema(3, dtype)).column("scores").to_pylist()[1] == [0.25, 0.5, 0.125]
