@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--embed-batch", type=int, default=1024, help="texts per GPU batch (embedding.batch_size)")
+    parser.add_argument("--no-hold", action="store_true", help="read every unit back from its file (before this change)")
     parser.add_argument("--writer-threads", type=int, default=None, help="ShardWriter threads (default: its own)")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -62,8 +63,8 @@ def main() -> None:
     from conceptkit.pipelines.annotation.labels import from_histograms
     from conceptkit.pipelines.annotation.scoring import UnitScorer
     from conceptkit.pipelines.annotation.thresholds import BINS
-    from conceptkit.pipelines.annotation.units import (Background, ShardWriter, load_unit_table, save_unit,
-                                                       shard_table, write_tasks)
+    from conceptkit.pipelines.annotation.units import (Background, ShardWriter, load_unit_table, release_from_device,
+                                                       save_and_keep, save_unit, shard_table, write_tasks)
 
     cuda = args.device.startswith("cuda")
     gpu = torch.cuda.get_device_name(0) if cuda else "none"
@@ -100,6 +101,8 @@ def main() -> None:
     embedder.encode(texts[:2048])  # warm-up: worker pool and CUDA kernels
     stages = {}
     units = [(g, slice(s, min(s + args.unit, args.items))) for g, s in enumerate(range(0, args.items, args.unit))]
+    hold = cuda and not args.no_hold  # EmbedItems keeps each saved unit on the GPU (units.keep_on_device)
+    record["hold_units_on_device"] = hold
     started = time.perf_counter()
 
     t = time.perf_counter()
@@ -109,9 +112,9 @@ def main() -> None:
         emb = embedder.encode(texts[part])
         if first is None:
             first = emb[: min(20_000, n_plain)]
-        saves.submit(save_unit, str(units_dir), group, {"item_id": ids[part], "label": labels[part],
+        saves.submit(save_and_keep if hold else save_unit, str(units_dir), group, {"item_id": ids[part], "label": labels[part],
                                                         "text": texts[part], "split": ["train"] * (part.stop - part.start),
-                                                        "embedding": emb})
+                                                        "embedding": emb}, *((args.device,) if hold else ()))
     saves.close()  # EmbedItems.finish_bundle
     stages["embed"] = time.perf_counter() - t
 
@@ -119,7 +122,7 @@ def main() -> None:
     scorer = UnitScorer(matrix, top_k=5, score_dtype=args.score_dtype, engine="torch", device=args.device)
     total = np.zeros((args.concepts, BINS), dtype=np.int64)
     for group, _ in units:  # ScoreHistograms, then Calibrate
-        _, emb = load_unit_table(str(units_dir), group)
+        _, emb = load_unit_table(str(units_dir), group, device=args.device)
         total += scorer.histograms(emb)
     rule = from_histograms(total).with_classes(concept_classes, 2.0)
     stages["calibrate"] = time.perf_counter() - t
@@ -131,9 +134,10 @@ def main() -> None:
     tasks_writer = Background(1, "tasks")
     for group, _ in units:  # AnnotateBatch, then WriteShards (one split)
         t0 = time.perf_counter()
-        unit, emb = load_unit_table(str(units_dir), group)
+        unit, emb = load_unit_table(str(units_dir), group, device=args.device)
         t1 = time.perf_counter()
         scored = scorer.annotate(emb, unit.column("label").to_pylist(), rule)
+        release_from_device(str(units_dir), group)
         t2 = time.perf_counter()
         shard = shard_table(unit, scored)
         t3 = time.perf_counter()

@@ -293,6 +293,10 @@ def _run_build(cfg: BuildConfig, out: Path, *, argv: list[str] | None, cached_on
             raise UserError(str(exc)) from None
         except Exception as exc:  # the runner wraps worker errors; report the cause in one line
             raise RunError(f"pipeline failed: {' '.join(str(exc).split())[:500]}") from exc
+        finally:
+            from conceptkit.pipelines.annotation.units import release_from_device
+
+            release_from_device(str(run.path("_staging", "units")))  # GPU copies of units, if any are left
         timings["pipeline"] = time.perf_counter() - t
         embedded_here = sample.embedded if sample else 0
         if embedded_here and "items_embedding_cached" in metrics:  # embedded before the graph (sample), not cached

@@ -20,7 +20,8 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from conceptkit.pipelines.annotation.units import load_unit_table, save_unit, shard_table, unit_scorer
+from conceptkit.pipelines.annotation.units import (load_unit_table, release_from_device, save_and_keep, shard_table,
+                                                   unit_scorer)
 from conceptkit.pipelines.config import AnnotationConfig, EmbeddingConfig, FilterConfig, SelectionConfig
 from conceptkit.pipelines.generation.client import ClientSettings
 from conceptkit.pipelines.generation.parse import ParseError, answer_parses, max_concepts_per_answer, parse_candidates
@@ -271,7 +272,7 @@ class EmbedItems(_Progressing):
             "embedding": emb,
         }
         with timed("write"):
-            self._saves.submit(save_unit, self.units_dir, group, batch)
+            self._saves.submit(save_and_keep, self.units_dir, group, batch, self.cfg.device)
         yield "batch", batch
         yield "unit", group
 
@@ -304,7 +305,7 @@ class ScoreHistograms(beam.DoFn):
                 engine, device = engine_for(self.device)
                 self._scorer = UnitScorer(selection["matrix"], top_k=1, engine=engine, device=device)
                 self._scorer_key = id(selection)
-            _, emb = load_unit_table(self.units_dir, group)
+            _, emb = load_unit_table(self.units_dir, group, device=self.device)
             yield self._scorer.histograms(emb)
 
 
@@ -501,8 +502,9 @@ class AnnotateBatch(_Progressing):
         if not selection["concepts"]:
             return
         with timed("annotate"):
-            unit, emb = load_unit_table(self.units_dir, group)
+            unit, emb = load_unit_table(self.units_dir, group, device=self.device)
             scored = self._scorer_for(selection).annotate(emb, unit.column("label").to_pylist(), rule)
+            release_from_device(self.units_dir, group)
             shard = shard_table(unit, scored)
             self._tasks.submit(write_tasks, Path(self.tasks_dir) / f"unit-{group:07d}.jsonl",
                                [c["concept"] for c in selection["concepts"]], self.run_id, unit, scored)

@@ -104,6 +104,8 @@ class UnitScorer:
 
     def _scores(self, embeddings):
         torch = self._torch
+        if isinstance(embeddings, torch.Tensor):  # a unit held on the device (units.keep_on_device)
+            return embeddings.to(self.device) @ self._concepts.T
         items = torch.from_numpy(np.require(embeddings, np.float32, ["C", "W"]))  # a read-only Arrow view is copied
         if self.device.type == "cuda":
             items = items.pin_memory()

@@ -44,15 +44,106 @@ def save_unit(units_dir: str, group: int, batch: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load_unit_table(units_dir: str, group: int):
-    """A staged unit as (Arrow table of item_id, label, text, split; (n, d) float32 embeddings)."""
+def load_unit_table(units_dir: str, group: int, *, device: str | None = None):
+    """A staged unit as (Arrow table of item_id, label, text, split; (n, d) float32 embeddings).
+
+    With a CUDA ``device`` whose copy of the unit's embeddings is still held (``keep_on_device``), the
+    embeddings are that tensor and only the other columns are read from the file."""
     import pyarrow as pa
 
-    with pa.OSFile(str(_unit_path(units_dir, group))) as source:  # read into memory: the file may go any time
-        table = pa.ipc.open_file(source).read_all()
+    path = _unit_path(units_dir, group)
+    held = _DEVICE_UNITS.get(path) if device else None
+    names = ["item_id", "label", "text", "split"]
+    options = pa.ipc.IpcReadOptions(included_fields=[0, 1, 2, 3]) if held is not None else None
+    with pa.OSFile(str(path)) as source:  # read into memory: the file may go any time
+        table = pa.ipc.open_file(source, options=options).read_all()
+    if held is not None:
+        return table.select(names), held
     emb = table.column("embedding").combine_chunks()
     vectors = np.asarray(emb.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, emb.type.list_size)
-    return table.select(["item_id", "label", "text", "split"]), vectors
+    return table.select(names), vectors
+
+
+class _DeviceUnits:
+    """Staged units' embeddings held in GPU memory between the passes of one process (the in-process runner),
+    so the calibration and annotation passes neither read them back nor copy them to the GPU again. Bounded: a
+    unit is held only while the total stays within a quarter of the GPU memory that was free at the first one;
+    a unit that does not fit is read from its file as before. Each entry is tied to its file's size and
+    modification time, so a rewritten unit (a retried bundle in another process) is read again. The annotation
+    pass releases each unit after use, ``release(units_dir)`` the rest (build.py, when the pipeline ends)."""
+
+    def __init__(self, budget: int | None = None) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[tuple[int, int], object]] = {}
+        self._budget = budget  # bytes; None: a quarter of the device's free memory at the first unit
+
+    @staticmethod
+    def _stamp(path: Path) -> tuple[int, int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def keep(self, path: Path, embeddings: np.ndarray, device: str) -> bool:
+        import torch
+
+        stamp = self._stamp(path)
+        if stamp is None:
+            return False
+        with self._lock:
+            if self._budget is None:
+                self._budget = torch.cuda.mem_get_info(torch.device(device))[0] // 4
+            used = sum(t.numel() * t.element_size() for k, (_, t) in self._held.items() if k != str(path))
+            if used + embeddings.nbytes > self._budget:
+                return False
+        tensor = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)).to(device)
+        with self._lock:
+            self._held[str(path)] = (stamp, tensor)
+        return True
+
+    def get(self, path: Path, *, pop: bool = False):
+        with self._lock:
+            entry = self._held.pop(str(path), None) if pop else self._held.get(str(path))
+        if entry is None or entry[0] != self._stamp(path):
+            return None
+        return entry[1]
+
+    def release(self, units_dir: str) -> None:
+        prefix = str(Path(units_dir)) + "/"
+        with self._lock:
+            for key in [k for k in self._held if k.startswith(prefix)]:
+                del self._held[key]
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+_DEVICE_UNITS = _DeviceUnits()
+
+
+def keep_on_device(units_dir: str, group: int, embeddings: np.ndarray, device: str | None) -> bool:
+    """Hold a just-saved unit's embeddings on a CUDA ``device`` for the later passes (``load_unit_table``);
+    False (nothing held) for any other device or when the budget is spent."""
+    if not device or not str(device).startswith("cuda"):
+        return False
+    return _DEVICE_UNITS.keep(_unit_path(units_dir, group), embeddings, str(device))
+
+
+def release_from_device(units_dir: str, group: int | None = None) -> None:
+    """Let go of one unit's device copy (after its annotation), or of every unit under ``units_dir``."""
+    if group is None:
+        _DEVICE_UNITS.release(units_dir)
+    else:
+        _DEVICE_UNITS.get(_unit_path(units_dir, group), pop=True)
+
+
+def save_and_keep(units_dir: str, group: int, batch: dict, device: str | None) -> None:
+    """``save_unit``, then ``keep_on_device`` (the file's stamp ties the device copy to it)."""
+    save_unit(units_dir, group, batch)
+    keep_on_device(units_dir, group, batch["embedding"], device)
 
 
 def unit_scorer(selection: dict, device: str | None, *, top_k: int, score_dtype: str, index_cfg=None):

@@ -113,3 +113,44 @@ def test_shard_table_fits_the_annotations_schema(tmp_path):
         i = 3
         assert back.column("concept_ids")[i].as_py() == s.positive_ids[s.positive_indptr[i]:s.positive_indptr[i + 1]].tolist()
         assert np.array_equal(score_matrix(back), s.scores.astype(np.float32))
+
+
+def test_units_held_on_the_device_are_bounded_stamped_and_released(tmp_path, monkeypatch):
+    """A held unit (units.keep_on_device on a GPU; a CPU tensor here) replaces the file's embeddings in
+    load_unit_table and scores the same; it is refused past the budget, dropped when its file changes, and
+    released after use or for the whole units folder."""
+    import torch
+
+    from conceptkit.pipelines.annotation import units
+
+    held = units._DeviceUnits(budget=600 * 32 * 4 + 1)  # room for one unit of 600 x 32 float32
+    monkeypatch.setattr(units, "_DEVICE_UNITS", held)
+    items, concepts, labels, concept_classes = _unit()
+    rule = _rule(items, concepts, concept_classes)
+    d = str(tmp_path / "units")
+    for group in (0, 1):
+        units.save_unit(d, group, {"item_id": [f"i{k}" for k in range(600)], "label": labels, "text": ["t"] * 600,
+                                   "split": ["train"] * 600, "embedding": items})
+    assert held.keep(units._unit_path(d, 0), items, "cpu") and not held.keep(units._unit_path(d, 1), items, "cpu")
+    table, emb = units.load_unit_table(d, 0, device="cpu")
+    assert isinstance(emb, torch.Tensor) and table.column_names == ["item_id", "label", "text", "split"]
+    assert table.column("item_id").to_pylist()[:2] == ["i0", "i1"]
+    scorer = UnitScorer(concepts, top_k=5, engine="torch")
+    a, b = scorer.annotate(emb, labels, rule), scorer.annotate(units.load_unit_table(d, 0)[1], labels, rule)
+    assert np.array_equal(a.top_ids, b.top_ids) and np.array_equal(a.positive_ids, b.positive_ids)
+    assert np.array_equal(scorer.histograms(emb), scorer.histograms(items))
+    assert isinstance(units.load_unit_table(d, 1, device="cpu")[1], np.ndarray)  # not held: read from the file
+    units.release_from_device(d, 0)
+    assert len(held) == 0 and isinstance(units.load_unit_table(d, 0, device="cpu")[1], np.ndarray)
+    assert held.keep(units._unit_path(d, 1), items, "cpu")  # the budget is free again
+    import os
+
+    path = units._unit_path(d, 1)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # the file was rewritten
+    assert isinstance(units.load_unit_table(d, 1, device="cpu")[1], np.ndarray)
+    held.keep(path, items, "cpu")
+    units.release_from_device(str(tmp_path / "other"))
+    assert len(held) == 1
+    units.release_from_device(d)
+    assert len(held) == 0
+    assert not units.keep_on_device(d, 0, items, "cpu")  # only a CUDA device holds units in the pipeline
