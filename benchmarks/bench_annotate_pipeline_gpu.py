@@ -8,8 +8,8 @@ What runs is what the build's DoFns call for ``--embedding-device cuda`` (pipeli
 1. embed: ``TextEmbedder(device="cuda").encode`` of the unit's texts (the CUDA encoder), ``save_unit``;
 2. calibrate: ``load_unit_table`` + ``UnitScorer.histograms`` per unit (torch engine), ``from_histograms``;
 3. annotate: ``load_unit_table``, ``UnitScorer.annotate`` (scores, top-k, the label rule's margins and
-   positives on the GPU; scores copied back in the storage dtype), ``shard_table``, ``write_tasks`` (the review
-   tasks, on a thread), ``ShardWriter.write`` (the Parquet shards, on its threads while the next unit is scored),
+   positives on the GPU; scores copied back in the storage dtype), ``shard_table``, ``write_task_file`` (the review
+   tasks, in two worker processes), ``ShardWriter.write`` (the Parquet shards, on its threads while the next unit is scored),
    and the waits at the end (the DoFns' ``finish_bundle``). The times per part are the calling thread's: waits
    for a full queue count where they happen.
 
@@ -64,7 +64,8 @@ def main() -> None:
     from conceptkit.pipelines.annotation.scoring import UnitScorer
     from conceptkit.pipelines.annotation.thresholds import BINS
     from conceptkit.pipelines.annotation.units import (Background, ShardWriter, load_unit_table, release_from_device,
-                                                       save_and_keep, save_unit, shard_table, write_tasks)
+                                                       save_and_keep, save_unit, shard_table, task_fields,
+                                                       write_task_file)
 
     cuda = args.device.startswith("cuda")
     gpu = torch.cuda.get_device_name(0) if cuda else "none"
@@ -131,7 +132,7 @@ def main() -> None:
     timings = {"read": 0.0, "score": 0.0, "shard": 0.0, "write": 0.0, "tasks": 0.0}
     positives = 0
     t = time.perf_counter()
-    tasks_writer = Background(1, "tasks")
+    tasks_writer = Background(2 if cuda else 1, "tasks", processes=cuda)  # as AnnotateBatch.setup
     for group, _ in units:  # AnnotateBatch, then WriteShards (one split)
         t0 = time.perf_counter()
         unit, emb = load_unit_table(str(units_dir), group, device=args.device)
@@ -141,7 +142,7 @@ def main() -> None:
         t2 = time.perf_counter()
         shard = shard_table(unit, scored)
         t3 = time.perf_counter()
-        tasks_writer.submit(write_tasks, tasks_dir / f"unit-{group:07d}.jsonl", names, "bench", unit, scored)
+        tasks_writer.submit(write_task_file, tasks_dir / f"unit-{group:07d}.jsonl", names, "bench", task_fields(unit, scored))
         t4 = time.perf_counter()
         writer.write(shard, args.concepts)  # WriteShards: returns once the write is queued
         t5 = time.perf_counter()

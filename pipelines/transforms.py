@@ -490,14 +490,18 @@ class AnnotateBatch(_Progressing):
         return self._scorer
 
     def setup(self) -> None:
+        from conceptkit.pipelines.annotation.scoring import engine_for
         from conceptkit.pipelines.annotation.units import Background
 
         super().setup()
-        # Review tasks are formatted on a thread while the next unit is scored (the GPU path waits on the device).
-        self._tasks = Background(1, "conceptkit-tasks")
+        # Review tasks are formatted on a thread while the next unit is scored; on the GPU path in two worker
+        # processes, as formatting holds the GIL the scoring loop needs (benchmarks/README.md, "GPU: the build's
+        # annotation path").
+        cuda = engine_for(self.device)[0] == "torch"
+        self._tasks = Background(2 if cuda else 1, "conceptkit-tasks", processes=cuda)
 
     def process(self, group: int, selection: dict, rule):
-        from conceptkit.pipelines.annotation.units import write_tasks
+        from conceptkit.pipelines.annotation.units import task_fields, write_task_file
 
         if not selection["concepts"]:
             return
@@ -506,8 +510,8 @@ class AnnotateBatch(_Progressing):
             scored = self._scorer_for(selection).annotate(emb, unit.column("label").to_pylist(), rule)
             release_from_device(self.units_dir, group)
             shard = shard_table(unit, scored)
-            self._tasks.submit(write_tasks, Path(self.tasks_dir) / f"unit-{group:07d}.jsonl",
-                               [c["concept"] for c in selection["concepts"]], self.run_id, unit, scored)
+            self._tasks.submit(write_task_file, Path(self.tasks_dir) / f"unit-{group:07d}.jsonl",
+                               [c["concept"] for c in selection["concepts"]], self.run_id, task_fields(unit, scored))
         self.progress.update(shard.num_rows)
         yield shard
         counter("items_annotated").inc(shard.num_rows)

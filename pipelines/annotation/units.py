@@ -187,11 +187,14 @@ class Background:
     """Calls run on ``threads`` threads, at most ``threads`` in flight (``submit`` waits for the oldest first), so
     what they hold stays bounded; ``wait`` returns when all are done and raises the first failure. Work that
     releases the GIL (Parquet encoding, zstd, file writes) runs beside the caller's GPU waits; ``threads=0`` runs
-    each call in the caller's thread."""
+    each call in the caller's thread. ``processes=True`` runs the calls in that many spawned worker processes
+    instead, for pure-Python work that would hold the GIL the caller needs (review tasks on the GPU path: 8 s of
+    the GIL per million items); the function and its arguments must pickle."""
 
-    def __init__(self, threads: int, name: str) -> None:
+    def __init__(self, threads: int, name: str, *, processes: bool = False) -> None:
         self.threads = threads
         self.name = name
+        self.processes = processes
         self._pool = None
         self._pending: list = []
 
@@ -200,9 +203,15 @@ class Background:
             fn(*args, **kwargs)
             return
         if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
+            if self.processes:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix=self.name)
+                self._pool = ProcessPoolExecutor(self.threads, mp_context=multiprocessing.get_context("spawn"))
+            else:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix=self.name)
         while len(self._pending) >= self.threads:
             self._pending.pop(0).result()
         self._pending.append(self._pool.submit(fn, *args, **kwargs))
@@ -271,13 +280,26 @@ class ShardWriter:
         self._jobs.close()
 
 
-def write_tasks(path, concepts, run_id: str, unit, scored) -> None:
-    """A unit's review tasks (``item_tasks_jsonl``) into ``path``, atomically."""
+def task_fields(unit, scored) -> dict:
+    """What a unit's review tasks need: the unit's item columns (Arrow) and the scored top-k, positives and
+    uncertainty, not the score vectors; cheap to send to another process (``Background(processes=True)``)."""
+    return {"unit": unit.select(["item_id", "text", "label"]), "top_ids": scored.top_ids,
+            "top_scores": scored.top_scores, "positive_indptr": scored.positive_indptr,
+            "positive_ids": scored.positive_ids, "uncertainty": scored.uncertainty}
+
+
+def write_task_file(path, concepts, run_id: str, fields: dict) -> None:
+    """A unit's review tasks (``item_tasks_jsonl`` of ``task_fields``) into ``path``, atomically."""
     from conceptkit.pipelines.review.tasks import item_tasks_jsonl
     from conceptkit.schemas.io import write_text_atomic
 
+    fields = dict(fields)
+    unit = fields.pop("unit")
     write_text_atomic(path, item_tasks_jsonl(
         item_ids=unit.column("item_id").to_pylist(), texts=unit.column("text").to_pylist(),
-        labels=unit.column("label").to_pylist(), top_ids=scored.top_ids, top_scores=scored.top_scores,
-        positive_indptr=scored.positive_indptr, positive_ids=scored.positive_ids, uncertainty=scored.uncertainty,
-        concepts=concepts, run_id=run_id))
+        labels=unit.column("label").to_pylist(), **fields, concepts=concepts, run_id=run_id))
+
+
+def write_tasks(path, concepts, run_id: str, unit, scored) -> None:
+    """A unit's review tasks into ``path``, atomically (``write_task_file`` in this process)."""
+    write_task_file(path, concepts, run_id, task_fields(unit, scored))

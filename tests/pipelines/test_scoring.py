@@ -154,3 +154,29 @@ def test_units_held_on_the_device_are_bounded_stamped_and_released(tmp_path, mon
     units.release_from_device(d)
     assert len(held) == 0
     assert not units.keep_on_device(d, 0, items, "cpu")  # only a CUDA device holds units in the pipeline
+
+
+def test_review_tasks_from_worker_processes_equal_the_in_thread_ones(tmp_path):
+    """The GPU path formats review tasks in spawned processes (Background(processes=True)) from task_fields:
+    the files are byte for byte what write_tasks gives in the calling thread; a failure in a worker is raised."""
+    import pyarrow as pa
+
+    from conceptkit.pipelines.annotation.units import Background, task_fields, write_task_file, write_tasks
+
+    items, concepts, labels, concept_classes = _unit(n=300)
+    rule = _rule(items, concepts, concept_classes)
+    scored = UnitScorer(concepts, top_k=5, engine="numpy").annotate(items, labels, rule)
+    unit = pa.table({"item_id": [f"i{k}" for k in range(300)], "label": labels, "text": ['say "hi" 100%'] * 300,
+                     "split": ["train"] * 300})
+    names = [f"concept {j} é" for j in range(len(concepts))]
+    write_tasks(tmp_path / "thread.jsonl", names, "run-1", unit, scored)
+    jobs = Background(2, "tasks", processes=True)
+    for k in range(3):
+        jobs.submit(write_task_file, tmp_path / f"proc-{k}.jsonl", names, "run-1", task_fields(unit, scored))
+    jobs.wait()
+    for k in range(3):
+        assert (tmp_path / f"proc-{k}.jsonl").read_bytes() == (tmp_path / "thread.jsonl").read_bytes()
+    jobs.submit(write_task_file, tmp_path / "missing" / "\0bad.jsonl", names, "run-1", task_fields(unit, scored))
+    with pytest.raises(ValueError):
+        jobs.wait()
+    jobs.close()
