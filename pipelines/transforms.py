@@ -119,6 +119,25 @@ class _Progressing(beam.DoFn):
             self.progress.close()
 
 
+class _WithBackground(_Progressing):
+    """A ``_Progressing`` DoFn whose file writes run on a ``Background`` (``self._background``, made in
+    ``setup``): ``finish_bundle`` waits for them, timed as ``background_stage``, so a bundle ends only when its
+    files exist and a failed write fails the bundle; ``teardown`` closes it."""
+
+    background_stage = "write"
+    _background = None
+
+    def finish_bundle(self) -> None:
+        if self._background is not None:
+            with timed(self.background_stage):
+                self._background.wait()
+
+    def teardown(self) -> None:
+        if self._background is not None:
+            self._background.close()
+        super().teardown()
+
+
 class GenerateCandidates(_Progressing):
     """A chunk of concept requests -> ("candidates"|"rejects"|"calls", row); the calls run concurrently."""
 
@@ -198,7 +217,7 @@ class GenerateCandidates(_Progressing):
                 }
 
 
-class EmbedItems(_Progressing):
+class EmbedItems(_WithBackground):
     """A list of item rows -> ("batch", ids, labels, texts and unit-norm embeddings) and ("rejects", row) for
     images that cannot be read. Image items carry their file path in ``text``."""
 
@@ -220,7 +239,7 @@ class EmbedItems(_Progressing):
 
         super().setup()
         self.embedder = TextEmbedder.from_config(self.cfg)
-        self._saves = Background(1, "conceptkit-units")  # a unit is written while the next one is embedded
+        self._background = Background(1, "conceptkit-units")  # a unit is written while the next one is embedded
         # The model loads on first use, inside process(): its load time counts as embed_items, not runner time.
 
     def _embed_images(self, rows: list[dict]):
@@ -272,18 +291,9 @@ class EmbedItems(_Progressing):
             "embedding": emb,
         }
         with timed("write"):
-            self._saves.submit(save_and_keep, self.units_dir, group, batch, self.cfg.device)
+            self._background.submit(save_and_keep, self.units_dir, group, batch, self.cfg.device)
         yield "batch", batch
         yield "unit", group
-
-    def finish_bundle(self) -> None:
-        with timed("write"):
-            self._saves.wait()  # the bundle ends only when its unit files exist
-
-    def teardown(self) -> None:
-        if getattr(self, "_saves", None) is not None:
-            self._saves.close()
-        super().teardown()
 
 
 class ScoreHistograms(beam.DoFn):
@@ -461,13 +471,14 @@ class WriteIndex(beam.DoFn):
         yield index.description["count"]
 
 
-class AnnotateBatch(_Progressing):
+class AnnotateBatch(_WithBackground):
     """A staged unit + the concept set + the label rule -> the unit's annotation shard as one Arrow table; writes
     the unit's review tasks as JSON Lines into ``tasks_dir`` (joined into tasks.json at the end). Scoring runs on
     ``device`` (annotation/scoring.py: numpy on the CPU, torch on a CUDA device); rows are built column-wise,
     never one Python dict per item."""
 
     progress_desc = "annotate"
+    background_stage = "annotate"  # the wait for the review task files
 
     def __init__(self, cfg: AnnotationConfig, run_id: str, units_dir: str, tasks_dir: str, index_cfg=None,
                  total: int = 0, device: str | None = None) -> None:
@@ -498,7 +509,7 @@ class AnnotateBatch(_Progressing):
         # processes, as formatting holds the GIL the scoring loop needs (benchmarks/README.md, "GPU: the build's
         # annotation path").
         cuda = engine_for(self.device)[0] == "torch"
-        self._tasks = Background(2 if cuda else 1, "conceptkit-tasks", processes=cuda)
+        self._background = Background(2 if cuda else 1, "conceptkit-tasks", processes=cuda)
 
     def process(self, group: int, selection: dict, rule):
         from conceptkit.pipelines.annotation.units import task_fields, write_task_file
@@ -510,20 +521,12 @@ class AnnotateBatch(_Progressing):
             scored = self._scorer_for(selection).annotate(emb, unit.column("label").to_pylist(), rule)
             release_from_device(self.units_dir, group)
             shard = shard_table(unit, scored)
-            self._tasks.submit(write_task_file, Path(self.tasks_dir) / f"unit-{group:07d}.jsonl",
+            self._background.submit(write_task_file, Path(self.tasks_dir) / f"unit-{group:07d}.jsonl",
                                [c["concept"] for c in selection["concepts"]], self.run_id, task_fields(unit, scored))
         self.progress.update(shard.num_rows)
         yield shard
         counter("items_annotated").inc(shard.num_rows)
 
-    def finish_bundle(self) -> None:
-        with timed("annotate"):
-            self._tasks.wait()  # the bundle ends only when its task files exist
-
-    def teardown(self) -> None:
-        if getattr(self, "_tasks", None) is not None:
-            self._tasks.close()
-        super().teardown()
 
 
 class WriteShards(beam.DoFn):
