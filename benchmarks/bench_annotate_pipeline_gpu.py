@@ -5,7 +5,7 @@ What runs is what the build's DoFns call for ``--embedding-device cuda`` (pipeli
 ``ScoreHistograms``, ``AnnotateBatch``, ``WriteShards``), in the order the in-process runner runs them, one
 ``annotation.rows_per_shard`` unit at a time, without the Beam runner itself (the device machine has no Beam):
 
-1. embed: ``TextEmbedder(device="cuda").encode`` of the unit's texts (the CUDA encoder), ``save_unit``;
+1. embed: ``TextEmbedder(device="cuda").encode`` of the unit's texts (the CUDA encoder), ``save_and_keep`` (``save_unit``, and the unit held on the GPU);
 2. calibrate: ``load_unit_table`` + ``UnitScorer.histograms`` per unit (torch engine), ``from_histograms``;
 3. annotate: ``load_unit_table``, ``UnitScorer.annotate`` (scores, top-k, the label rule's margins and
    positives on the GPU; scores copied back in the storage dtype), ``shard_table``, ``write_task_file`` (the review
@@ -64,7 +64,7 @@ def main() -> None:
     from conceptkit.pipelines.annotation.scoring import UnitScorer
     from conceptkit.pipelines.annotation.thresholds import BINS
     from conceptkit.pipelines.annotation.units import (Background, ShardWriter, load_unit_table, release_from_device,
-                                                       save_and_keep, save_unit, shard_table, task_fields,
+                                                       save_and_keep, shard_table, task_fields,
                                                        write_task_file)
 
     cuda = args.device.startswith("cuda")
@@ -113,9 +113,9 @@ def main() -> None:
         emb = embedder.encode(texts[part])
         if first is None:
             first = emb[: min(20_000, n_plain)]
-        saves.submit(save_and_keep if hold else save_unit, str(units_dir), group, {"item_id": ids[part], "label": labels[part],
+        saves.submit(save_and_keep, str(units_dir), group, {"item_id": ids[part], "label": labels[part],
                                                         "text": texts[part], "split": ["train"] * (part.stop - part.start),
-                                                        "embedding": emb}, *((args.device,) if hold else ()))
+                                                        "embedding": emb}, args.device if hold else None)
     saves.close()  # EmbedItems.finish_bundle
     stages["embed"] = time.perf_counter() - t
 

@@ -522,11 +522,11 @@ class AnnotateBatch(_WithBackground):
             release_from_device(self.units_dir, group)
             shard = shard_table(unit, scored)
             self._background.submit(write_task_file, Path(self.tasks_dir) / f"unit-{group:07d}.jsonl",
-                               [c["concept"] for c in selection["concepts"]], self.run_id, task_fields(unit, scored))
+                                    [c["concept"] for c in selection["concepts"]], self.run_id,
+                                    task_fields(unit, scored))
         self.progress.update(shard.num_rows)
         yield shard
         counter("items_annotated").inc(shard.num_rows)
-
 
 
 class WriteShards(beam.DoFn):

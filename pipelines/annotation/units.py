@@ -127,9 +127,12 @@ _DEVICE_UNITS = _DeviceUnits()
 def keep_on_device(units_dir: str, group: int, embeddings: np.ndarray, device: str | None) -> bool:
     """Hold a just-saved unit's embeddings on a CUDA ``device`` for the later passes (``load_unit_table``);
     False (nothing held) for any other device or when the budget is spent."""
-    if not device or not str(device).startswith("cuda"):
+    from conceptkit.pipelines.annotation.scoring import engine_for
+
+    engine, torch_device = engine_for(device)
+    if engine != "torch":
         return False
-    return _DEVICE_UNITS.keep(_unit_path(units_dir, group), embeddings, str(device))
+    return _DEVICE_UNITS.keep(_unit_path(units_dir, group), embeddings, torch_device)
 
 
 def release_from_device(units_dir: str, group: int | None = None) -> None:
