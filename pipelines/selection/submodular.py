@@ -161,9 +161,17 @@ class Objective(ABC):
 
 _THREADS = [0]  # 0: os.cpu_count()
 _LOCAL = threading.local()
-# Below this a call's blocks are evaluated in the calling thread: on the 16-core device a 10,000 x 10,000 selection
-# ran 1.15 s on 16 threads (the pool) against 1.00 s on one (2026-12-02); at 50,000 the pool gives 2.2x.
-_PARALLEL_MIN_ELEMENTS = 1 << 27
+# Below this a call's blocks are evaluated in the calling thread; above it they go to the pool in tasks of at least
+# _PARALLEL_TASK_ELEMENTS, and precomputed dense rows (take, subtract, clip, sum: short ufunc calls that take the
+# GIL between them) on at most _DENSE_MAX_THREADS threads. Measured on the 16-core device, n = 10,000 precomputed,
+# 2026-12-03 (benchmarks/README.md): 2^27 (the first pass only) 0.64 s on 16 threads; 2^20 with tasks of 2^18
+# 0.47 s on 16, 0.36 s on 8 or 4; one thread 0.60 s either way.
+_PARALLEL_MIN_ELEMENTS = 1 << 20
+_PARALLEL_TASK_ELEMENTS = 1 << 18
+_DENSE_MAX_THREADS = 8
+# Rows computed on demand are BLAS products (threaded themselves): the pool only for large calls, as before
+# (n = 50,000 on the 16-core device: 2.2x over one thread, 2026-12-02).
+_PARALLEL_MIN_ON_DEMAND = 1 << 27
 
 
 def set_threads(n: int | None) -> None:
@@ -307,9 +315,10 @@ class FacilityLocation(Objective):
         if not len(idx):
             return np.zeros(0)
         step = max(1, _BLOCK_ELEMENTS // self.n_ground)
-        n_threads = threads()
-        if n_threads > 1 and len(idx) * self.n_ground >= _PARALLEL_MIN_ELEMENTS:
-            return self._parallel_gains(state, idx, min(step, -(-len(idx) // n_threads)), n_threads)
+        n_threads, least = self._threads()
+        if n_threads > 1 and len(idx) * self.n_ground >= least:
+            per_task = max(1, _PARALLEL_TASK_ELEMENTS // self.n_ground)
+            return self._parallel_gains(state, idx, min(step, max(per_task, -(-len(idx) // n_threads))), n_threads)
         if state.updates == 0:  # best == 0 and s >= 0: max(s - 0, 0) is s itself, summed the same way
             return np.concatenate([self._rows(idx[s : s + step]).sum(axis=1) for s in range(0, len(idx), step)]).astype(np.float64)
         scratch = self._scratch(min(step, len(idx)))
@@ -334,6 +343,12 @@ class FacilityLocation(Objective):
             return _dense_rows_gains(rows, state.best, out=buffer[: len(part)])
 
         return np.concatenate(list(_pool(n_threads).map(block, range(0, len(idx), step))))
+
+    def _threads(self) -> tuple[int, int]:
+        """(pool threads, least elements of a call that uses the pool) for this objective's row blocks."""
+        if self._dense is not None:
+            return min(threads(), _DENSE_MAX_THREADS), _PARALLEL_MIN_ELEMENTS
+        return threads(), _PARALLEL_MIN_ON_DEMAND
 
     def _scratch(self, rows: int) -> np.ndarray:
         buffer = getattr(self, "_buffer", None)
@@ -375,8 +390,8 @@ class FacilityLocation(Objective):
         limit = min(int(_PRUNE_MAX_DENSITY * self.n * self.n_ground), _PRUNE_MAX_ENTRIES)
         step = max(1, _BLOCK_ELEMENTS // self.n_ground)
         counts, indices, data, total = [], [], [], 0
-        n_threads = threads()
-        if n_threads > 1 and self.n * self.n_ground >= _PARALLEL_MIN_ELEMENTS:
+        n_threads, least = self._threads()
+        if n_threads > 1 and self.n * self.n_ground >= least:
             step = max(1, min(step, -(-self.n // (4 * n_threads))))
 
         def block(s: int):

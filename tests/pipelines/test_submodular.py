@@ -462,7 +462,8 @@ def test_threads_give_the_same_selection_as_one_thread(monkeypatch, metric):
     x = rng.standard_normal((1500, 32)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     data = np.maximum(x @ x.T, 0) if metric == "precomputed" else x
-    monkeypatch.setattr(sm, "_PARALLEL_MIN_ELEMENTS", 1)  # every batch through the pool
+    for name in ("_PARALLEL_MIN_ELEMENTS", "_PARALLEL_MIN_ON_DEMAND", "_PARALLEL_TASK_ELEMENTS"):
+        monkeypatch.setattr(sm, name, 1)  # every batch through the pool, split over its threads
     monkeypatch.setattr(sm, "_PRUNE_MIN_GROUND", 64)
     results = {}
     for n in (1, 4):
