@@ -199,6 +199,19 @@ def _pool(n: int):
     return _POOLS[n]
 
 
+def _relu(array: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """max(array, 0) elementwise, bit for bit, against a row of zeros: numpy's maximum with a scalar 0.0 runs a
+    slower loop (1.3 ms for a 256 x 10,000 float32 block here, 0.4 ms against an array)."""
+    n = array.shape[-1] if array.ndim else 1
+    zeros = _ZEROS[0]
+    if zeros.size < n:
+        zeros = _ZEROS[0] = np.zeros(n, dtype=np.float32)
+    return np.maximum(array, zeros[:n], out=out)
+
+
+_ZEROS = [np.zeros(0, dtype=np.float32)]  # grown by _relu; replaced whole, so a reader's slice stays valid
+
+
 def _dense_rows_gains(rows: np.ndarray, best: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """sum(max(rows - best, 0), axis=-1) as float64, in ``out`` (may be ``rows``) to spare allocations.
 
@@ -207,7 +220,7 @@ def _dense_rows_gains(rows: np.ndarray, best: np.ndarray, out: np.ndarray | None
     temporaries cost more in page faults than the arithmetic, hence ``out``.
     """
     out = np.subtract(rows, best, out=out)
-    np.maximum(out, 0.0, out=out)
+    _relu(out, out=out)
     return out.sum(axis=-1).astype(np.float64)
 
 
@@ -277,7 +290,7 @@ class FacilityLocation(Objective):
         if n * n * 4 <= max_dense_bytes:
             gram = _blocked_gram(x)
             if negative == "clip":
-                np.maximum(gram, 0.0, out=gram)  # in place: spares the constructor a copy
+                _relu(gram, out=gram)  # in place: spares the constructor a copy
             return cls(gram, negative=negative, symmetric=True)
         self = cls.__new__(cls)
         self._embeddings = x
@@ -299,7 +312,7 @@ class FacilityLocation(Objective):
         if self._shift:
             rows += 1.0
             rows *= 0.5
-        return np.maximum(rows, 0.0, out=rows)
+        return _relu(rows, out=rows)
 
     def init_state(self) -> _FacilityState:
         first_prune = _FIRST_PRUNE_DENSE if self._dense is not None else _FIRST_PRUNE_ON_DEMAND
@@ -310,7 +323,8 @@ class FacilityLocation(Objective):
         rows = self._sparse if self._sparse is not None else state.live
         if rows is not None:
             pos, owner = _csr_gather(rows, idx)
-            diff = np.maximum(rows.data[pos] - state.best[rows.indices[pos]], 0.0)
+            diff = rows.data[pos] - state.best[rows.indices[pos]]
+            _relu(diff, out=diff)
             return np.bincount(owner, weights=diff, minlength=len(idx))
         if not len(idx):
             return np.zeros(0)
@@ -1031,7 +1045,7 @@ def labo_discriminability(
         block = s[lo : lo + step].astype(np.float32)
         if shift:
             block += np.float32(shift)
-        return np.maximum(block, 0.0, out=block)
+        return _relu(block, out=block)
 
     mass = np.zeros(s.shape[1])
     for lo in chunks:
@@ -1088,7 +1102,7 @@ class _ClassBlocks:
         for s in range(0, n_classes, step):
             block = x[np.maximum(self.cand[s : s + step], 0)] * self.valid[s : s + step, :, None]
             np.matmul(block, block.transpose(0, 2, 1), out=self.sim[s : s + step])
-            np.maximum(self.sim[s : s + step], 0.0, out=self.sim[s : s + step])
+            _relu(self.sim[s : s + step], out=self.sim[s : s + step])
             # Gains on the empty set, summed exactly as coverage_pairs sums them (rows - 0 == rows).
             self.initial[s : s + step] = self.sim[s : s + step].sum(axis=2)
         # (class, position) of every membership, grouped by concept.
