@@ -15,6 +15,12 @@ the peak measured here.
 time (a temporary cache directory and run, removed afterwards): with the shared prompt prefix copied into every
 slot (the default) and with ``--no-llm-share-prefix``; each build's completion tokens over its generation time,
 and that as a share of the peak measured in the same call.
+
+``--builds N --workload demo|dbpedia [--before DIR]`` builds the workload N times with this tree and, with
+``--before``, N times with an earlier tree (``git archive REV conceptkit pipelines annotators schemas | tar -x -C
+DIR``; it runs from outside the repository with DIR on PYTHONPATH, so the editable install does not shadow it),
+alternating, each from an empty LLM cache, and measures the peak again after them. ``dbpedia`` is the eval
+benchmark's build (28 requests; `bench_eval.py dbpedia` prepares its items and embeddings, which are reused).
 """
 
 from __future__ import annotations
@@ -79,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build-manifest", help="a run directory whose build's generation to compare")
     parser.add_argument("--demo-builds", type=int, default=0, metavar="N",
                         help="also build configs/demo.yaml N times with and N times without the shared prefix")
+    parser.add_argument("--builds", type=int, default=0, metavar="N", help="build --workload N times (and --before)")
+    parser.add_argument("--workload", choices=("demo", "dbpedia"), default="demo")
+    parser.add_argument("--before", type=Path, help="an earlier tree (conceptkit/ with its packages) to build with too")
     args = parser.parse_args(argv)
     print(f"machine: {platform.machine()} {os.cpu_count()} cores; {datetime.now(timezone.utc).isoformat(timespec='minutes')}; "
           f"command: python benchmarks/bench_embedded_llm.py {' '.join(sys.argv[1:])}\n", flush=True)
@@ -109,7 +118,56 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {'shared prefix' if share else '--no-llm-share-prefix'} | {build['generate_s']:.1f} | "
                       f"{build['completion_tokens']} | {build['tokens_s']:.2f} | {build['tokens_s'] / peak['tokens_s']:.2f} |",
                       flush=True)
+    if args.builds:
+        print(f"\n| {args.workload} build (fresh LLM cache) | generation (s) | requests | prompt + completion tokens | "
+              f"completion tokens/s | share of the peak before ({peak['tokens_s']}) |")
+        print("|---|---:|---:|---:|---:|---:|")
+        done = []
+        for _ in range(args.builds):
+            for tree in ([None, args.before] if args.before else [None]):
+                build = workload_build(args.workload, tree)
+                done.append((tree, build))
+                print(f"| {'before' if tree else 'now'} | {build['generate_s']:.1f} | {build['requests']} | "
+                      f"{build['prompt_tokens']} + {build['completion_tokens']} | {build['tokens_s']:.2f} | "
+                      f"{build['tokens_s'] / peak['tokens_s']:.2f} |", flush=True)
+        after = max((measure(t, p, args.port, args.max_tokens) for t, p in [(peak["threads"], peak["slots"])]),
+                    key=lambda r: r["tokens_s"])
+        print(f"\npeak again after the builds: {after['tokens_s']} tokens/s; shares against it: "
+              + ", ".join(f"{'before' if tree else 'now'} {b['tokens_s'] / after['tokens_s']:.2f}" for tree, b in done))
     return 0
+
+
+def workload_build(workload: str, tree: Path | None) -> dict:
+    """One build of ``workload`` from an empty LLM cache (embeddings copied from the eval benchmark's cache), in a
+    temporary directory of this call's own; ``tree``: an earlier checkout to run instead of this one."""
+    import shutil
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    work = Path(tempfile.mkdtemp(prefix="ck-llm-bench-"))
+    try:
+        if workload == "demo":
+            command = ["build", "--config", str(root / "configs" / "demo.yaml"),
+                       "--items", str(root / "examples" / "demo" / "items.csv")]  # the config's path is relative
+        else:
+            eval_cache = root / "benchmarks" / ".cache" / "eval"
+            if not (eval_cache / "dbpedia" / "train.csv").exists():
+                raise SystemExit("run `python benchmarks/bench_eval.py dbpedia` first (it prepares the items)")
+            if (eval_cache / "cache" / "embeddings").exists():
+                shutil.copytree(eval_cache / "cache" / "embeddings", work / "cache" / "embeddings")
+            command = ["build", "--items", str(eval_cache / "dbpedia" / "train.csv"), "--holdout", "0",
+                       "--domain", "Wikipedia article abstracts"]
+        env = dict(os.environ, PYTHONPATH=str(tree.resolve())) if tree else None
+        subprocess.run([sys.executable, "-m", "conceptkit.pipelines.cli.main", "-q", *command, "--out",
+                        str(work / "run"), "--cache-dir", str(work / "cache")],
+                       cwd=work if tree else root, env=env, check=True, stdout=subprocess.DEVNULL, timeout=1800)
+        manifest = json.loads((work / "run" / "manifest.json").read_text())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    llm = manifest["llm"]
+    seconds = manifest["timings_s"]["generate"]
+    return {"generate_s": seconds, "completion_tokens": llm["completion_tokens"], "prompt_tokens": llm["prompt_tokens"],
+            "requests": llm.get("calls", llm.get("requests", "")), "tokens_s": llm["completion_tokens"] / seconds}
 
 
 def demo_build(share: bool) -> dict:

@@ -625,6 +625,15 @@ def split(pcoll, label: str, kinds: Sequence[str]) -> _Outputs:
     )
 
 
+def request_chunk_size(n_requests: int, runner, concurrency: int) -> int:
+    """LLM requests per Beam element: one chunk per worker of the direct or Dask runner, so in one process every
+    request joins one queue and the server's slots stay full until the last answer (chunks of 2 x concurrency
+    ran one after another, each ending with idle slots while its slowest answers finished); 2 x concurrency for
+    another Beam runner, whose parallelism is not known here."""
+    workers = {"direct": runner.direct_num_workers, "dask": runner.dask_workers}.get(runner.runner)
+    return max(-(-n_requests // workers) if workers else max(concurrency * 2, 8), 1)
+
+
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -663,7 +672,7 @@ def build_pipeline(
         | "ValidateItems" >> beam.ParDo(ValidateItems(classes, cfg.items.max_text_chars, image_rules(cfg.items)))
     )
     items = split(items, "Items", ("valid", "rejects"))
-    chunk = max(cfg.llm.concurrency * 2, 8)
+    chunk = request_chunk_size(len(requests), cfg.runner, settings.concurrency)
     generated = (
         p
         | "Requests" >> beam.Create(_chunks([asdict(r) for r in requests], chunk))

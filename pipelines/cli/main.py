@@ -39,7 +39,7 @@ BUILD_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--llm-base-url", "llm.base_url", dict(metavar="URL", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (default: start the embedded model)")),
     ("--llm-model", "llm.model", dict(metavar="NAME", help="model name at that endpoint (required with --llm-base-url)")),
     ("--llm-api-key-env", "llm.api_key_env", dict(metavar="VAR", help="name of the environment variable holding the API key (the key itself is never passed on the command line)")),
-    ("--llm-concurrency", "llm.concurrency", dict(type=int, metavar="N", help="concurrent LLM requests, and the embedded model's slots (default 8)")),
+    ("--llm-concurrency", "llm.concurrency", dict(type=int, metavar="N", help="concurrent LLM requests, and the embedded model's slots (default 16 embedded, 8 remote)")),
     ("--llm-timeout", "llm.timeout_s", dict(type=float, metavar="S", help="per-request timeout in seconds (default 120; 900 for the embedded model)")),
     ("--llm-max-retries", "llm.max_retries", dict(type=int, metavar="N", help="retries on 429/5xx/timeouts/connection errors (default 4)")),
     ("--llm-max-retry-after", "llm.max_retry_after_s", dict(type=float, metavar="S", help="longest Retry-After wait honoured on a 429, in seconds (default 60; each wait counts as a retry)")),
@@ -308,7 +308,7 @@ def make_parser() -> argparse.ArgumentParser:
     llm = sub.add_parser("llm", help="the embedded local LLM").add_subparsers(dest="llm_command", required=True)
     serve = llm.add_parser("serve", help="serve the embedded model on 127.0.0.1 in the foreground")
     serve.add_argument("--port", type=int, default=8765, metavar="PORT", help="port on 127.0.0.1 (default 8765)")
-    serve.add_argument("--parallel", type=int, default=8, metavar="N", help="concurrent request slots (default 8)")
+    serve.add_argument("--parallel", type=int, default=16, metavar="N", help="concurrent request slots (default 16)")
     serve.add_argument("--threads", type=int, default=None, metavar="N",
                        help="llama.cpp threads (default: all cores)")
     serve.set_defaults(func=_cmd_llm_serve)
