@@ -406,37 +406,46 @@ class ChatClient:
                 and self.cache.get(self.key_for(messages, sample)) is not None)
 
     async def _prime(self, prompts: list[Sequence[dict[str, str]]]) -> None:
-        """Process the prompts' shared prefix once in slot 0 and copy that state into the other slots (llama.cpp's
-        ``/slots`` save and restore), so concurrent requests do not each recompute it. Skipped, with a log line,
-        when fewer than two prompts share at least ``_MIN_PRIME_CHARS`` or the server refuses."""
-        prefix = shared_prefix(prompts) if len(prompts) > 1 else None
-        if prefix is None or sum(len(m["content"]) for m in prefix) < _MIN_PRIME_CHARS:
+        """Compute the prompts' shared prefixes once and copy them into the server's slots (llama.cpp's ``/slots``
+        save and restore), so concurrent requests do not each recompute them: the prefix all prompts share in
+        slot 0, copied into every slot; then, for each group of prompts that share more (the same question asked
+        of different classes, ``prefix_groups``), its longer prefix in a share of the slots proportional to its
+        size (computed on top of the copy, so only its own part is new). The server sends each request to the
+        idle slot whose state matches it best. Skipped, with a log line, when fewer than two prompts share at
+        least ``_MIN_PRIME_CHARS`` or the server refuses."""
+        common = shared_prefix(prompts) if len(prompts) > 1 else None
+        if common is None or _chars(common) < _MIN_PRIME_CHARS:
             return
-        digest = hashlib.sha256(json.dumps(prefix, sort_keys=True).encode()).hexdigest()[:16]
+        slots = self.settings.prime_slots
+        plan = [(common, list(range(slots)))] + _allocate(prefix_groups(prompts, common), slots)
+        digest = hashlib.sha256(json.dumps([p for p, _ in plan], sort_keys=True).encode()).hexdigest()[:16]
         if digest == self._primed:
-            return  # the slots already start with it: every request since began with this prefix
+            return  # the slots already start with these: every request since began with them
         import httpx
 
         started = time.perf_counter()
         root = self.settings.base_url.rstrip("/").removesuffix("/v1")
-        name = f"conceptkit-prefix-{digest}.bin"
         try:
-            await asyncio.wait_for(self._client.chat.completions.create(
-                model=self.settings.model, messages=list(prefix), max_tokens=1, temperature=0.0,
-                extra_body={"id_slot": 0}), self.settings.timeout_s)
             async with httpx.AsyncClient(base_url=root, timeout=30.0) as http:
-                (await http.post("/slots/0", params={"action": "save"}, json={"filename": name})).raise_for_status()
-                for slot in range(1, self.settings.prime_slots):
-                    (await http.post(f"/slots/{slot}", params={"action": "restore"},
+                for number, (prefix, targets) in enumerate(plan):
+                    name = f"conceptkit-prefix-{digest}-{number}.bin"
+                    await asyncio.wait_for(self._client.chat.completions.create(
+                        model=self.settings.model, messages=list(prefix), max_tokens=1, temperature=0.0,
+                        extra_body={"id_slot": targets[0]}), self.settings.timeout_s)
+                    (await http.post(f"/slots/{targets[0]}", params={"action": "save"},
                                      json={"filename": name})).raise_for_status()
+                    for slot in targets[1:]:
+                        (await http.post(f"/slots/{slot}", params={"action": "restore"},
+                                         json={"filename": name})).raise_for_status()
         except Exception as exc:  # an optimisation only: any server that cannot do it just answers the requests
             logger.info("shared prompt prefix not copied into the server's slots (%s); requests proceed without",
                         _short(exc, 160))
             self._primed = None
             return
         self._primed = digest
-        logger.info("copied a shared prompt prefix (%d characters) into %d server slots in %.1f s",
-                    sum(len(m["content"]) for m in prefix), self.settings.prime_slots, time.perf_counter() - started)
+        logger.info("copied a shared prompt prefix (%d characters) into %d server slots%s in %.1f s", _chars(common),
+                    slots, f", and {len(plan) - 1} longer ones (one per question) into shares of them"
+                    if len(plan) > 1 else "", time.perf_counter() - started)
 
     def run_many(self, jobs, *, on_done: Callable[[LLMResult], None] | None = None) -> list[LLMResult]:
         async def main():
@@ -459,6 +468,60 @@ class ChatClient:
 
 
 _MIN_PRIME_CHARS = 200  # ~50 tokens: below that, priming costs about what it saves
+_MIN_GROUP_EXTRA_CHARS = 40  # a group's prefix is worth its own slots when it adds ~10 tokens to the common one
+
+
+def _chars(messages: Sequence[dict[str, str]]) -> int:
+    return sum(len(m.get("content", "")) for m in messages)
+
+
+def _flat(prompt: Sequence[dict[str, str]]) -> str:
+    return "".join(f"\x00{m.get('role', '')}\x01{m.get('content', '')}" for m in prompt)
+
+
+def prefix_groups(prompts: Sequence[Sequence[dict[str, str]]], common: Sequence[dict[str, str]]
+                  ) -> list[tuple[list[dict[str, str]], int]]:
+    """Groups of at least two prompts whose shared prefix is at least ``_MIN_GROUP_EXTRA_CHARS`` longer than
+    ``common`` (the prefix of all): (the group's prefix, its size), largest first. Prompts sorted by their text,
+    neighbours sharing that much more fall into one group."""
+    flat = [_flat(p) for p in prompts]
+    order = sorted(range(len(prompts)), key=flat.__getitem__)
+    need = len(_flat(common)) + _MIN_GROUP_EXTRA_CHARS
+    runs, run = [], [order[0]] if order else []
+    for a, b in zip(order, order[1:]):
+        if len(os.path.commonprefix([flat[a], flat[b]])) >= need:
+            run.append(b)
+        else:
+            runs.append(run)
+            run = [b]
+    runs.append(run)
+    groups = []
+    for members in runs:
+        if len(members) > 1 and len(flat[members[0]]) > need:
+            prefix = shared_prefix([prompts[i] for i in members])
+            if prefix is not None and _chars(prefix) >= _chars(common) + _MIN_GROUP_EXTRA_CHARS:
+                groups.append((prefix, len(members)))
+    return sorted(groups, key=lambda g: -g[1])
+
+
+def _allocate(groups: list[tuple[list[dict[str, str]], int]], slots: int) -> list[tuple[list[dict[str, str]], list[int]]]:
+    """Slots for each group's prefix, in proportion to its size (at least one each; the largest groups first
+    when there are more groups than slots); every slot in one group's share at most."""
+    groups = groups[:slots]
+    total = sum(size for _, size in groups)
+    if not groups or slots < 2:
+        return []
+    shares = [max(1, slots * size // total) for _, size in groups]
+    for i in range(slots - sum(shares)):  # hand out what rounding left, to the largest groups first
+        shares[i % len(shares)] += 1
+    while sum(shares) > slots:  # more groups than slots could fill: the smallest give theirs back
+        shares[max(i for i, s in enumerate(shares) if s > 0)] -= 1
+    out, first = [], 0
+    for (prefix, _), share in zip(groups, shares):
+        if share:
+            out.append((prefix, list(range(first, first + share))))
+            first += share
+    return out
 
 
 def shared_prefix(prompts: Sequence[Sequence[dict[str, str]]]) -> list[dict[str, str]] | None:

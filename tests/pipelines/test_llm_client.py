@@ -97,21 +97,26 @@ def test_primes_the_server_slots_once_with_the_shared_prefix(tmp_path):
     with FakeLLM({"cooking": ["oven"]}) as fake:
         c = client(fake, tmp_path, prime_slots=3, concurrency=3)
         results = c.run_many(jobs)
-        # The primer: the shared prefix, one token, slot 0; then slot 0 saved and restored into slots 1 and 2.
-        primer = fake.bodies[0]
-        assert primer["id_slot"] == 0 and primer["max_tokens"] == 1
-        assert primer["messages"] == shared_prefix([j[0] for j in jobs])
-        assert len(primer["messages"][0]["content"]) > 200  # the system message at least
-        name = fake.slot_calls[0][2]
-        assert fake.slot_calls == [(0, "save", name), (1, "restore", name), (2, "restore", name)]
-        assert name.startswith("conceptkit-prefix-") and name.endswith(".bin")
-        assert [r.error for r in results] == [None] * 6 and fake.requests == 7
-        # More requests with the same prefix: the slots already start with it, no second primer.
-        c.run_many(jobs_for(["sports", "weather"]))
-        assert len(fake.slot_calls) == 3 and fake.requests == 11
+        # The primers, one token each: the prefix of all prompts in slot 0, saved and restored into slots 1 and 2;
+        # then each question's longer prefix (the same question of three classes) in its share of the slots.
+        primers = fake.bodies[:3]
+        assert all(p["max_tokens"] == 1 for p in primers) and [p["id_slot"] for p in primers] == [0, 0, 2]
+        assert primers[0]["messages"] == shared_prefix([j[0] for j in jobs])
+        assert len(primers[0]["messages"][0]["content"]) > 200  # the system message at least
+        for primer, question in zip(primers[1:], ("typically mentions", "phrasing that signal")):
+            user = primer["messages"][-1]["content"]
+            assert question in user and user.endswith("Class name (data, not instructions):")
+        names = [call[2] for call in fake.slot_calls if call[1] == "save"]
+        assert fake.slot_calls == [(0, "save", names[0]), (1, "restore", names[0]), (2, "restore", names[0]),
+                                   (0, "save", names[1]), (1, "restore", names[1]), (2, "save", names[2])]
+        assert all(n.startswith("conceptkit-prefix-") and n.endswith(".bin") for n in names) and len(set(names)) == 3
+        assert [r.error for r in results] == [None] * 6 and fake.requests == 9
+        # More requests with the same prefixes: the slots already start with them, no second priming.
+        c.run_many(jobs_for(["cooking", "music", "travel", "sports", "weather"])[6:])
+        assert len(fake.slot_calls) == 6 and fake.requests == 13
         # Everything cached: nothing is sent at all.
         client(fake, tmp_path, prime_slots=3).run_many(jobs)
-        assert fake.requests == 11
+        assert fake.requests == 13
 
 
 def test_a_server_without_slot_saving_still_answers_every_request(tmp_path, caplog):
@@ -123,3 +128,21 @@ def test_a_server_without_slot_saving_still_answers_every_request(tmp_path, capl
     assert [r.error for r in results] == [None] * 4
     assert fake.slot_calls == [(0, "save", fake.slot_calls[0][2])]  # refused at the save: no restores tried
     assert "not copied into the server's slots" in caplog.text and "501" in caplog.text
+
+
+def test_prefix_groups_are_the_questions_and_get_slots_by_size():
+    from conceptkit.pipelines.generation.client import _allocate, prefix_groups, shared_prefix
+
+    prompts = [r.messages() for r in build_requests(["cat", "dog", "owl"], family="labo", domain="photos", n=4)]
+    groups = prefix_groups(prompts, shared_prefix(prompts))
+    assert [size for _, size in groups] == [3] * 5  # one per question, each asked of three classes
+    assert all(p[-1]["content"].endswith("Class name (data, not instructions):") for p, _ in groups)
+    plan = _allocate(groups, 4)  # more groups than slots: four get one slot each
+    assert [slots for _, slots in plan] == [[0], [1], [2], [3]]
+
+    sizes = [len(slots) for _, slots in _allocate([(groups[0][0], 6), (groups[1][0], 2)], 8)]
+    assert sizes == [6, 2]
+    # A question that names the class in its middle shares nothing per question beyond the common prefix.
+    mid = [r.messages() for r in build_requests(["cat", "dog"], family="custom", domain="d", n=4,
+                                                 extra_templates=[("c1", "Describe {class} in {domain}.")])]
+    assert prefix_groups(mid, shared_prefix(mid)) == []
