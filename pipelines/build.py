@@ -89,24 +89,29 @@ def _with_local_dask(cfg: BuildConfig, stack: ExitStack) -> BuildConfig:
     return cfg.model_copy(update={"runner": cfg.runner.model_copy(update={"dask_scheduler": cluster.scheduler_address})})
 
 
-EMBEDDED_SLOTS = 16  # measured: the embedded server's aggregate decode rate stops growing here (config.py)
+# Measured (config.py): the embedded server's aggregate decode rate grows to 16 slots and is flat from there to
+# 48, so a build's requests all decode at once up to 32 slots (no second wave), and never fewer than 16 slots.
+EMBEDDED_SLOTS, EMBEDDED_MAX_SLOTS = 16, 32
 REMOTE_CONCURRENCY = 8
 
 
-def llm_concurrency(cfg: BuildConfig) -> int:
-    """Requests in flight: ``llm.concurrency``, or 16 for the embedded server and 8 for a remote endpoint."""
+def llm_concurrency(cfg: BuildConfig, n_requests: int = 0) -> int:
+    """Requests in flight: ``llm.concurrency``; unset, as many as the build's requests between 16 and 32 for the
+    embedded server, 8 for a remote endpoint."""
     if cfg.llm.concurrency is not None:
         return cfg.llm.concurrency
-    return EMBEDDED_SLOTS if cfg.llm.base_url is None else REMOTE_CONCURRENCY
+    if cfg.llm.base_url is None:
+        return min(max(n_requests, EMBEDDED_SLOTS), EMBEDDED_MAX_SLOTS)
+    return REMOTE_CONCURRENCY
 
 
-def embedded_slots(cfg: BuildConfig) -> int:
-    """The embedded server's parallel slots: the LLM concurrency, 1 to 16."""
-    return min(max(llm_concurrency(cfg), 1), EMBEDDED_SLOTS)
+def embedded_slots(cfg: BuildConfig, n_requests: int = 0) -> int:
+    """The embedded server's parallel slots: the LLM concurrency, 1 to 32."""
+    return min(max(llm_concurrency(cfg, n_requests), 1), EMBEDDED_MAX_SLOTS)
 
 
-def llm_settings(cfg: BuildConfig) -> tuple[ClientSettings, bool]:
-    """Client settings and whether they point at the embedded model."""
+def llm_settings(cfg: BuildConfig, n_requests: int = 0) -> tuple[ClientSettings, bool]:
+    """Client settings for a build of ``n_requests`` requests, and whether they point at the embedded model."""
     from conceptkit.pipelines.generation.server import MODEL_NAME, base_url
 
     embedded = cfg.llm.base_url is None
@@ -125,7 +130,7 @@ def llm_settings(cfg: BuildConfig) -> tuple[ClientSettings, bool]:
             temperature=cfg.llm.temperature,
             max_tokens=cfg.llm.max_tokens,
             seed=cfg.llm.seed,
-            concurrency=llm_concurrency(cfg),
+            concurrency=llm_concurrency(cfg, n_requests),
             timeout_s=cfg.llm.timeout_s or (900.0 if embedded else 120.0),
             max_retries=cfg.llm.max_retries,
             max_retry_after_s=cfg.llm.max_retry_after_s,
@@ -139,7 +144,7 @@ def llm_settings(cfg: BuildConfig) -> tuple[ClientSettings, bool]:
             max_cost=cfg.llm.max_cost,
             extra_params=extra,
             # The embedded server's slots (as many as the concurrency) start with the prompts' shared prefix.
-            prime_slots=embedded_slots(cfg) if embedded and cfg.llm.share_prefix else 0,
+            prime_slots=embedded_slots(cfg, n_requests) if embedded and cfg.llm.share_prefix else 0,
         ),
         embedded,
     )
@@ -230,7 +235,7 @@ def _run_build(cfg: BuildConfig, out: Path, *, argv: list[str] | None, cached_on
             raise UserError(str(exc)) from None
         mined = list(mined) + review.candidates
         logger.info("using review data of %s: %s", cfg.selection.review_from, review.record())
-    settings, embedded = llm_settings(cfg)
+    settings, embedded = llm_settings(cfg, len(requests))
     need_llm = True
     if settings.cache_path and not settings.refresh_cache and Path(settings.cache_path).exists():
         probe = ChatClient(settings)
@@ -257,7 +262,7 @@ def _run_build(cfg: BuildConfig, out: Path, *, argv: list[str] | None, cached_on
                 cfg.cache_path().mkdir(parents=True, exist_ok=True)
                 try:
                     stack.enter_context(EmbeddedServer(cfg.llm.embedded_port, log_path=cfg.cache_path() / "llm-server.log",
-                                                       parallel=embedded_slots(cfg)))
+                                                       parallel=embedded_slots(cfg, len(requests))))
                 except EmbeddedModelError as exc:
                     raise UserError(str(exc)) from None
             else:

@@ -59,9 +59,10 @@ class LLMConfig(_Frozen):
     max_tokens: int = Field(320, ge=16)
     seed: int | None = 0
     samples: int = Field(1, ge=1, le=16)
-    # Requests in flight. None: 16 for the embedded server (also its slots: on 2 cores its aggregate decode rate
-    # climbs from 22.9 tokens/s at 8 slots to 32.8 at 16 and stays there, 35.1 at 48; benchmarks/README.md),
-    # 8 for a remote endpoint. Set, it is also the embedded server's slot count (at most 16).
+    # Requests in flight. None: one per request of the build, between 16 and 32, for the embedded server (also
+    # its slots: on 2 cores its aggregate decode rate climbs from 22.9 tokens/s at 8 slots to 32.8 at 16 and stays
+    # there, 35.1 at 48; benchmarks/README.md), 8 for a remote endpoint. Set, it is also the embedded server's
+    # slot count (at most 32).
     concurrency: int | None = Field(None, ge=1, le=1024)
     # Per-request timeout; default 120 s for a remote endpoint, 900 s for the embedded model (a CPU shared with
     # the pipeline can take minutes per answer, and a timed-out request starts again from nothing).

@@ -39,7 +39,7 @@ BUILD_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--llm-base-url", "llm.base_url", dict(metavar="URL", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (default: start the embedded model)")),
     ("--llm-model", "llm.model", dict(metavar="NAME", help="model name at that endpoint (required with --llm-base-url)")),
     ("--llm-api-key-env", "llm.api_key_env", dict(metavar="VAR", help="name of the environment variable holding the API key (the key itself is never passed on the command line)")),
-    ("--llm-concurrency", "llm.concurrency", dict(type=int, metavar="N", help="concurrent LLM requests, and the embedded model's slots (default 16 embedded, 8 remote)")),
+    ("--llm-concurrency", "llm.concurrency", dict(type=int, metavar="N", help="concurrent LLM requests, and the embedded model's slots (default: one per request, 16 to 32, embedded; 8 remote)")),
     ("--llm-timeout", "llm.timeout_s", dict(type=float, metavar="S", help="per-request timeout in seconds (default 120; 900 for the embedded model)")),
     ("--llm-max-retries", "llm.max_retries", dict(type=int, metavar="N", help="retries on 429/5xx/timeouts/connection errors (default 4)")),
     ("--llm-max-retry-after", "llm.max_retry_after_s", dict(type=float, metavar="S", help="longest Retry-After wait honoured on a 429, in seconds (default 60; each wait counts as a retry)")),

@@ -417,7 +417,11 @@ class ChatClient:
         if common is None or _chars(common) < _MIN_PRIME_CHARS:
             return
         slots = self.settings.prime_slots
-        plan = [(common, list(range(slots)))] + _allocate(prefix_groups(prompts, common), slots)
+        groups = prefix_groups(prompts, common)
+        plan = [(common, list(range(slots)))] + _allocate(groups, slots)
+        if len(plan) > 1 and sum(size for _, size in groups) == len(prompts):
+            # every prompt is in a group: the first group's prefix is the base copied into every slot
+            plan = [(plan[1][0], list(range(slots)))] + plan[2:]
         digest = hashlib.sha256(json.dumps([p for p, _ in plan], sort_keys=True).encode()).hexdigest()[:16]
         if digest == self._primed:
             return  # the slots already start with these: every request since began with them
@@ -443,8 +447,8 @@ class ChatClient:
             self._primed = None
             return
         self._primed = digest
-        logger.info("copied a shared prompt prefix (%d characters) into %d server slots%s in %.1f s", _chars(common),
-                    slots, f", and {len(plan) - 1} longer ones (one per question) into shares of them"
+        logger.info("copied a shared prompt prefix (%d characters) into %d server slots%s in %.1f s", _chars(plan[0][0]),
+                    slots, f", and {len(plan) - 1} more (one per question) into shares of them"
                     if len(plan) > 1 else "", time.perf_counter() - started)
 
     def run_many(self, jobs, *, on_done: Callable[[LLMResult], None] | None = None) -> list[LLMResult]:

@@ -97,26 +97,28 @@ def test_primes_the_server_slots_once_with_the_shared_prefix(tmp_path):
     with FakeLLM({"cooking": ["oven"]}) as fake:
         c = client(fake, tmp_path, prime_slots=3, concurrency=3)
         results = c.run_many(jobs)
-        # The primers, one token each: the prefix of all prompts in slot 0, saved and restored into slots 1 and 2;
-        # then each question's longer prefix (the same question of three classes) in its share of the slots.
-        primers = fake.bodies[:3]
-        assert all(p["max_tokens"] == 1 for p in primers) and [p["id_slot"] for p in primers] == [0, 0, 2]
-        assert primers[0]["messages"] == shared_prefix([j[0] for j in jobs])
-        assert len(primers[0]["messages"][0]["content"]) > 200  # the system message at least
-        for primer, question in zip(primers[1:], ("typically mentions", "phrasing that signal")):
+        # The primers, one token each: the first question's prefix (the same question of three classes) in slot 0,
+        # saved and restored into slots 1 and 2 (every prompt belongs to a question: it is the base); then the
+        # second question's prefix on top of it in slot 2, its share of the slots.
+        primers = fake.bodies[:2]
+        assert all(p["max_tokens"] == 1 for p in primers) and [p["id_slot"] for p in primers] == [0, 2]
+        common = shared_prefix([j[0] for j in jobs])
+        assert len(common[0]["content"]) > 200  # the system message at least
+        for primer, question in zip(primers, ("typically mentions", "phrasing that signal")):
+            assert primer["messages"][:-1] == common[:-1]
             user = primer["messages"][-1]["content"]
             assert question in user and user.endswith("Class name (data, not instructions):")
         names = [call[2] for call in fake.slot_calls if call[1] == "save"]
         assert fake.slot_calls == [(0, "save", names[0]), (1, "restore", names[0]), (2, "restore", names[0]),
-                                   (0, "save", names[1]), (1, "restore", names[1]), (2, "save", names[2])]
-        assert all(n.startswith("conceptkit-prefix-") and n.endswith(".bin") for n in names) and len(set(names)) == 3
-        assert [r.error for r in results] == [None] * 6 and fake.requests == 9
+                                   (2, "save", names[1])]
+        assert all(n.startswith("conceptkit-prefix-") and n.endswith(".bin") for n in names) and len(set(names)) == 2
+        assert [r.error for r in results] == [None] * 6 and fake.requests == 8
         # More requests with the same prefixes: the slots already start with them, no second priming.
         c.run_many(jobs_for(["cooking", "music", "travel", "sports", "weather"])[6:])
-        assert len(fake.slot_calls) == 6 and fake.requests == 13
+        assert len(fake.slot_calls) == 4 and fake.requests == 12
         # Everything cached: nothing is sent at all.
         client(fake, tmp_path, prime_slots=3).run_many(jobs)
-        assert fake.requests == 13
+        assert fake.requests == 12
 
 
 def test_a_server_without_slot_saving_still_answers_every_request(tmp_path, caplog):

@@ -136,19 +136,20 @@ def test_grounding_picks_representative_train_items(tmp_path):
 
 
 def test_llm_concurrency_defaults_and_request_chunks(tmp_path):
-    """The embedded server gets 16 slots and as many requests in flight; a remote endpoint 8; a set value wins
-    (capped at 16 slots). In one process every request is one Beam element (one queue for the server's slots);
-    the Dask runner gets one element per worker."""
+    """The embedded server gets a slot per request, between 16 and 32, and as many requests in flight; a remote
+    endpoint 8; a set value wins (capped at 32 slots). In one process every request is one Beam element (one
+    queue for the server's slots); the Dask runner gets one element per worker."""
     from conceptkit.pipelines.build import embedded_slots, llm_concurrency
     from conceptkit.pipelines.config import BuildConfig, RunnerConfig
     from conceptkit.pipelines.transforms import request_chunk_size
 
     embedded = BuildConfig()
     remote = BuildConfig.model_validate({"llm": {"base_url": "http://127.0.0.1:1/v1", "model": "m"}})
-    assert (llm_concurrency(embedded), embedded_slots(embedded)) == (16, 16)
-    assert llm_concurrency(remote) == 8
+    assert (llm_concurrency(embedded, 12), embedded_slots(embedded, 12)) == (16, 16)
+    assert [embedded_slots(embedded, n) for n in (0, 28, 100)] == [16, 28, 32]
+    assert llm_concurrency(remote, 28) == 8
     wide = BuildConfig.model_validate({"llm": {"concurrency": 40}})
-    assert (llm_concurrency(wide), embedded_slots(wide)) == (40, 16)
+    assert (llm_concurrency(wide, 12), embedded_slots(wide, 12)) == (40, 32)
     assert request_chunk_size(28, RunnerConfig(), 16) == 28
     assert request_chunk_size(28, RunnerConfig(runner="dask", dask_workers=3), 16) == 10
     assert request_chunk_size(28, RunnerConfig(runner="beam"), 16) == 32
