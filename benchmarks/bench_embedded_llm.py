@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---:|---:|---:|---:|")
         for _ in range(args.demo_builds):
             for share in (True, False):
-                build = demo_build(share)
+                build = workload_build("demo", None, () if share else ("--no-llm-share-prefix",))
                 print(f"| {'shared prefix' if share else '--no-llm-share-prefix'} | {build['generate_s']:.1f} | "
                       f"{build['completion_tokens']} | {build['tokens_s']:.2f} | {build['tokens_s'] / peak['tokens_s']:.2f} |",
                       flush=True)
@@ -130,16 +130,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {'before' if tree else 'now'} | {build['generate_s']:.1f} | {build['requests']} | "
                       f"{build['prompt_tokens']} + {build['completion_tokens']} | {build['tokens_s']:.2f} | "
                       f"{build['tokens_s'] / peak['tokens_s']:.2f} |", flush=True)
-        after = max((measure(t, p, args.port, args.max_tokens) for t, p in [(peak["threads"], peak["slots"])]),
-                    key=lambda r: r["tokens_s"])
+        after = measure(peak["threads"], peak["slots"], args.port, args.max_tokens)
         print(f"\npeak again after the builds: {after['tokens_s']} tokens/s; shares against it: "
               + ", ".join(f"{'before' if tree else 'now'} {b['tokens_s'] / after['tokens_s']:.2f}" for tree, b in done))
     return 0
 
 
-def workload_build(workload: str, tree: Path | None) -> dict:
-    """One build of ``workload`` from an empty LLM cache (embeddings copied from the eval benchmark's cache), in a
-    temporary directory of this call's own; ``tree``: an earlier checkout to run instead of this one."""
+def workload_build(workload: str, tree: Path | None, flags: tuple[str, ...] = ()) -> dict:
+    """One build of ``workload`` (with extra build ``flags``) from an empty LLM cache (DBpedia: embeddings copied
+    from the eval benchmark's cache), in a temporary directory of this call's own, removed afterwards; ``tree``:
+    an earlier checkout to run instead of this one."""
     import shutil
     import tempfile
 
@@ -158,7 +158,7 @@ def workload_build(workload: str, tree: Path | None) -> dict:
             command = ["build", "--items", str(eval_cache / "dbpedia" / "train.csv"), "--holdout", "0",
                        "--domain", "Wikipedia article abstracts"]
         env = dict(os.environ, PYTHONPATH=str(tree.resolve())) if tree else None
-        subprocess.run([sys.executable, "-m", "conceptkit.pipelines.cli.main", "-q", *command, "--out",
+        subprocess.run([sys.executable, "-m", "conceptkit.pipelines.cli.main", "-q", *command, *flags, "--out",
                         str(work / "run"), "--cache-dir", str(work / "cache")],
                        cwd=work if tree else root, env=env, check=True, stdout=subprocess.DEVNULL, timeout=1800)
         manifest = json.loads((work / "run" / "manifest.json").read_text())
@@ -167,27 +167,7 @@ def workload_build(workload: str, tree: Path | None) -> dict:
     llm = manifest["llm"]
     seconds = manifest["timings_s"]["generate"]
     return {"generate_s": seconds, "completion_tokens": llm["completion_tokens"], "prompt_tokens": llm["prompt_tokens"],
-            "requests": llm.get("calls", llm.get("requests", "")), "tokens_s": llm["completion_tokens"] / seconds}
-
-
-def demo_build(share: bool) -> dict:
-    """One build of configs/demo.yaml from an empty LLM cache, in a temporary directory of this call's own."""
-    import shutil
-    import tempfile
-
-    root = Path(__file__).resolve().parents[1]
-    work = Path(tempfile.mkdtemp(prefix="ck-llm-bench-"))
-    try:
-        command = [sys.executable, "-m", "conceptkit.pipelines.cli.main", "-q", "build", "--config",
-                   str(root / "configs" / "demo.yaml"), "--out", str(work / "demo"), "--cache-dir", str(work / "cache"),
-                   *([] if share else ["--no-llm-share-prefix"])]
-        subprocess.run(command, cwd=root, check=True, stdout=subprocess.DEVNULL, timeout=1800)
-        manifest = json.loads((work / "demo" / "manifest.json").read_text())
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    tokens = manifest["llm"]["completion_tokens"]
-    seconds = manifest["timings_s"]["generate"]
-    return {"generate_s": seconds, "completion_tokens": tokens, "tokens_s": tokens / seconds}
+            "requests": llm["calls"], "tokens_s": llm["completion_tokens"] / seconds}
 
 
 if __name__ == "__main__":

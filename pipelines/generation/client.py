@@ -407,11 +407,12 @@ class ChatClient:
 
     async def _prime(self, prompts: list[Sequence[dict[str, str]]]) -> None:
         """Compute the prompts' shared prefixes once and copy them into the server's slots (llama.cpp's ``/slots``
-        save and restore), so concurrent requests do not each recompute them: the prefix all prompts share in
-        slot 0, copied into every slot; then, for each group of prompts that share more (the same question asked
-        of different classes, ``prefix_groups``), its longer prefix in a share of the slots proportional to its
-        size (computed on top of the copy, so only its own part is new). The server sends each request to the
-        idle slot whose state matches it best. Skipped, with a log line, when fewer than two prompts share at
+        save and restore), so concurrent requests do not each recompute them: a base prefix in slot 0, copied into
+        every slot; then, for each group of prompts that share more (the same question asked of different classes,
+        ``prefix_groups``), its longer prefix in a share of the slots proportional to its size (computed on top of
+        the copy, so only its own part is new). The base is the prefix all prompts share, or the largest group's
+        when every prompt belongs to a group (one primer fewer). The server sends each request to the idle slot
+        whose state matches it best. Skipped, with a log line, when fewer than two prompts share at
         least ``_MIN_PRIME_CHARS`` or the server refuses."""
         common = shared_prefix(prompts) if len(prompts) > 1 else None
         if common is None or _chars(common) < _MIN_PRIME_CHARS:
@@ -501,7 +502,7 @@ def prefix_groups(prompts: Sequence[Sequence[dict[str, str]]], common: Sequence[
     runs.append(run)
     groups = []
     for members in runs:
-        if len(members) > 1 and len(flat[members[0]]) > need:
+        if len(members) > 1:  # neighbours share at least `need` characters
             prefix = shared_prefix([prompts[i] for i in members])
             if prefix is not None and _chars(prefix) >= _chars(common) + _MIN_GROUP_EXTRA_CHARS:
                 groups.append((prefix, len(members)))

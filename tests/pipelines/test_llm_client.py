@@ -141,7 +141,6 @@ def test_prefix_groups_are_the_questions_and_get_slots_by_size():
     assert all(p[-1]["content"].endswith("Class name (data, not instructions):") for p, _ in groups)
     plan = _allocate(groups, 4)  # more groups than slots: four get one slot each
     assert [slots for _, slots in plan] == [[0], [1], [2], [3]]
-
     sizes = [len(slots) for _, slots in _allocate([(groups[0][0], 6), (groups[1][0], 2)], 8)]
     assert sizes == [6, 2]
     # A question that names the class in its middle shares nothing per question beyond the common prefix.

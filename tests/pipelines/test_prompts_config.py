@@ -135,7 +135,7 @@ def test_grounding_picks_representative_train_items(tmp_path):
     assert all(f.sum() == 4 and (~f).sum() == 4 for f in sample.fit.values())
 
 
-def test_llm_concurrency_defaults_and_request_chunks(tmp_path):
+def test_llm_concurrency_defaults_and_request_chunks():
     """The embedded server gets a slot per request, between 16 and 32, and as many requests in flight; a remote
     endpoint 8; a set value wins (capped at 32 slots). In one process every request is one Beam element (one
     queue for the server's slots); the Dask runner gets one element per worker."""
