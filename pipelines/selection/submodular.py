@@ -52,6 +52,10 @@ OPTIMIZERS = ("naive", "lazy", "stochastic")
 NEGATIVE_MODES = ("clip", "shift")
 # Rows of a dense similarity block evaluated at once; bounds temporaries to ~64 MB of float32.
 _BLOCK_ELEMENTS = 1 << 24
+# Precomputed dense rows are gathered and reduced in blocks this small (512 KiB of float32), so the subtract,
+# clip and sum passes after the gather read the block from the core's own cache: a 256 x 10,000 batch took
+# 1.7 ms on the 2-core VM against 2.1-2.2 ms in 64 MB blocks (lazy greedy at n = 10,000: 3-9 % faster).
+_CACHE_BLOCK_ELEMENTS = 1 << 17
 # Dense facility location switches to sparse rows of live entries (s_ij > best_i) once the ground
 # set is this large and at most this share of the entries is still live.
 _PRUNE_MIN_GROUND = 1024
@@ -334,30 +338,36 @@ class FacilityLocation(Objective):
         if n_threads > 1 and len(idx) * self.n_ground >= least:
             per_task = max(1, _PARALLEL_TASK_ELEMENTS // self.n_ground)
             return self._parallel_gains(state, idx, min(step, max(per_task, -(-len(idx) // n_threads))), n_threads)
+        return self._block_gains(state, idx, self._scratch)
+
+    def _block_gains(self, state: _FacilityState, idx: np.ndarray, scratch) -> np.ndarray:
+        """Dense gains of rows ``idx`` in the calling thread, a block at a time into ``scratch(rows)``: blocks of
+        ``_CACHE_BLOCK_ELEMENTS`` for precomputed rows (gathers), of ``_BLOCK_ELEMENTS`` for rows on demand."""
         if state.updates == 0:  # best == 0 and s >= 0: max(s - 0, 0) is s itself, summed the same way
+            step = max(1, _BLOCK_ELEMENTS // self.n_ground)
             return np.concatenate([self._rows(idx[s : s + step]).sum(axis=1) for s in range(0, len(idx), step)]).astype(np.float64)
-        scratch = self._scratch(min(step, len(idx)))
+        step = max(1, (_CACHE_BLOCK_ELEMENTS if self._dense is not None else _BLOCK_ELEMENTS) // self.n_ground)
+        buffer = scratch(min(step, len(idx)))
         return np.concatenate(
             [
-                _dense_rows_gains(self._rows(idx[s : s + step], scratch), state.best, out=scratch[: len(idx[s : s + step])])
+                _dense_rows_gains(self._rows(idx[s : s + step], buffer), state.best, out=buffer[: len(idx[s : s + step])])
                 for s in range(0, len(idx), step)
             ]
         )
 
     def _parallel_gains(self, state: _FacilityState, idx: np.ndarray, step: int, n_threads: int) -> np.ndarray:
-        """``gains`` of a large batch, blocks of ``step`` rows on a thread pool; each block's result is what the
-        serial path computes for that row (the same float32 sums along each row), so lazy == naive still holds."""
-        def block(lo: int) -> np.ndarray:
-            part = idx[lo : lo + step]
+        """``gains`` of a large batch, tasks of ``step`` rows on a thread pool, each evaluated as the serial path
+        evaluates its rows (the same float32 sums along each row), so lazy == naive still holds."""
+        def scratch(rows: int) -> np.ndarray:
             buffer = getattr(_LOCAL, "buffer", None)
-            if buffer is None or buffer.shape[0] < len(part) or buffer.shape[1] != self.n_ground:
-                buffer = _LOCAL.buffer = np.empty((max(len(part), step), self.n_ground), dtype=np.float32)
-            rows = self._rows(part, buffer)
-            if state.updates == 0:
-                return rows.sum(axis=1).astype(np.float64)
-            return _dense_rows_gains(rows, state.best, out=buffer[: len(part)])
+            if buffer is None or buffer.shape[0] < rows or buffer.shape[1] != self.n_ground:
+                buffer = _LOCAL.buffer = np.empty((rows, self.n_ground), dtype=np.float32)
+            return buffer
 
-        return np.concatenate(list(_pool(n_threads).map(block, range(0, len(idx), step))))
+        def task(lo: int) -> np.ndarray:
+            return self._block_gains(state, idx[lo : lo + step], scratch)
+
+        return np.concatenate(list(_pool(n_threads).map(task, range(0, len(idx), step))))
 
     def _threads(self) -> tuple[int, int]:
         """(pool threads, least elements of a call that uses the pool) for this objective's row blocks."""
@@ -409,11 +419,18 @@ class FacilityLocation(Objective):
         if n_threads > 1 and self.n * self.n_ground >= least:
             step = max(1, min(step, -(-self.n // (4 * n_threads))))
 
-        def block(s: int):
-            rows = self._rows(np.arange(s, min(s + step, self.n)))
+        sub = max(1, (_CACHE_BLOCK_ELEMENTS if self._dense is not None else _BLOCK_ELEMENTS) // self.n_ground)
+
+        def live(lo: int, hi: int):
+            rows = self._rows(np.arange(lo, hi))
             mask = rows > best
             flat = np.flatnonzero(mask)
             return np.count_nonzero(mask, axis=1), (flat % self.n_ground).astype(np.int32), rows.ravel()[flat]
+
+        def block(s: int):  # a task's rows, filtered a cache-sized block at a time
+            hi = min(s + step, self.n)
+            parts = [live(lo, min(lo + sub, hi)) for lo in range(s, hi, sub)]
+            return tuple(np.concatenate(p) for p in zip(*parts)) if len(parts) > 1 else parts[0]
 
         starts = list(range(0, self.n, step))
         wave = max(1, n_threads)
