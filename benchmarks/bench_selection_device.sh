@@ -6,6 +6,7 @@
 # and benchmarks/.cache/wheels (faiss-cpu, submodlib-py, apricot-select: `pip download` / `pip wheel`).
 #   bash benchmarks/bench_selection_device.sh small   # n = 10,000 at 1 and 16 threads, 50k ours, 1M kNN ours
 #   bash benchmarks/bench_selection_device.sh peers50k
+#   bash benchmarks/bench_selection_device.sh fl10k-ab   # n = 10,000: this tree, benchmarks/.cache/before, apricot, x3
 #   bash benchmarks/bench_selection_device.sh before-after   # n = 10,000 and the 1M kNN path (CPU and GPU), this
 #     tree against an earlier commit unpacked in benchmarks/.cache/before (`git archive REV pipelines conceptkit
 #     annotators schemas benchmarks/bench_selection.py | tar -x -C benchmarks/.cache/before`), in the same call
@@ -41,6 +42,15 @@ case "${1:-small}" in
     run 16 knn --n 1000000 --k 10000 --lib ours --device cpu
     run 16 knn --n 1000000 --k 10000 --lib ours --device cuda
     BENCH=benchmarks/.cache/before/benchmarks/bench_selection.py run 16 knn --n 1000000 --k 10000 --lib ours
+    ;;
+  fl10k-ab)  # three rounds of this tree, an earlier one (benchmarks/.cache/before, as in before-after) and apricot
+    mkdir -p benchmarks/.cache/before/benchmarks/.cache
+    ln -sf "$PWD/benchmarks/.cache/real_embeddings.npy" benchmarks/.cache/before/benchmarks/.cache/real_embeddings.npy
+    for r in 1 2 3; do for t in 1 16; do
+      run $t fl --n 10000 --lib ours
+      BENCH=benchmarks/.cache/before/benchmarks/bench_selection.py run $t fl --n 10000 --lib ours
+      run $t fl --n 10000 --lib apricot
+    done; done
     ;;
   fl10k)  # ours and the faster peer only, and our dense 50k
     for t in 1 16; do for lib in ours apricot; do run $t fl --n 10000 --lib $lib; done; done
