@@ -117,7 +117,7 @@ class GenerationConfig(_Frozen):
     templates: tuple[PromptTemplate, ...] = ()  # used when family == "custom", added to the family otherwise
     # Concepts mined from the labelled train items (generation/mining.py): this many phrases per class join the
     # LLM's candidates (source "mined"), through the same filters and selection; 0 turns mining off.
-    mine_per_class: int = Field(40, ge=0, le=1000)
+    mine_per_class: int = Field(100, ge=0, le=1000)
     # Grounded generation: every question about a class shows this many representative train items of it
     # (facility location over their embeddings, from at most 128 sampled items), each cut to example_chars; 0
     # asks from the class name alone (as without labels).
@@ -173,6 +173,11 @@ class SelectionConfig(_Frozen):
     optimizer: Literal["naive", "lazy", "stochastic"] = "lazy"
     # Whether a concept's discriminability counts for a class it does not point at (submodular.class_direction).
     direction: Literal["off", "soft", "strongest"] = "soft"
+    # What discriminability measures with labelled train items: "items", how well the concept's scores separate a
+    # class's items from the other classes' (2 AUC - 1 over a sample of evidence_per_class items per class; needs
+    # at least 5 per class, else LaBo's); "labo", LaBo's score from the class means (with `direction`).
+    discriminability: Literal["items", "labo"] = "items"
+    evidence_per_class: int = Field(256, ge=5, le=10_000)
     epsilon: float = Field(0.1, gt=0, lt=1)
     seed: int = 0
     # A run directory whose review data (concept-list verdicts, human candidates, precision from item review)

@@ -9,6 +9,8 @@ committed rows. This is the only module that imports ``apache_beam``.
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import logging
 import time
 from collections.abc import Sequence
@@ -352,27 +354,50 @@ class WriteRule(beam.DoFn):
         yield str(save(self.run_dir, rule))
 
 
-def class_sums(batch: dict):
-    """(label, (sum of embeddings, count)) for each label in a batch's train items.
+def evidence_key(item_id: Any) -> int:
+    """A stable pseudo-random key of an item: each class's evidence sample is its items with the smallest keys,
+    whatever the runner, the bundles or the item order."""
+    return int.from_bytes(hashlib.blake2b(str(item_id).encode(), digest_size=8).digest(), "big")
+
+
+def evidence_size(cfg: SelectionConfig, n_classes: int) -> int:
+    """Items per class kept as selection evidence: ``cfg.evidence_per_class``, at most 100,000 items in all (at
+    least 32 per class); 0 unless discriminability is measured on items."""
+    if cfg.discriminability != "items":
+        return 0
+    return min(cfg.evidence_per_class, max(32, 100_000 // max(n_classes, 1)))
+
+
+def class_sums(batch: dict, evidence_per_class: int = 0):
+    """(label, (sum of embeddings, count, evidence)) for each label in a batch's train items; ``evidence`` is
+    [(key, embedding)] of the batch's ``evidence_per_class`` items of that label with the smallest
+    ``evidence_key``.
 
     Unlabelled items, and items of any other split (held out for evaluation), are never selection evidence."""
     sums: dict[str, list] = {}
-    for label, split_name, vec in zip(batch["label"], batch["split"], batch["embedding"]):
+    for item_id, label, split_name, vec in zip(batch["item_id"], batch["label"], batch["split"], batch["embedding"]):
         if label is None or split_name != "train":
             continue
-        acc = sums.setdefault(label, [np.zeros_like(vec, dtype=np.float64), 0])
+        acc = sums.setdefault(label, [np.zeros_like(vec, dtype=np.float64), 0, []])
         acc[0] += vec
         acc[1] += 1
-    for label, (total, count) in sums.items():
-        yield label, (total, count)
+        if evidence_per_class:
+            acc[2].append((evidence_key(item_id), np.asarray(vec, dtype=np.float32)))
+    for label, (total, count, evidence) in sums.items():
+        yield label, (total, count, heapq.nsmallest(evidence_per_class, evidence, key=lambda e: e[0]))
 
 
-def add_sums(values) -> tuple[np.ndarray, int] | None:
-    total, count = None, 0
-    for vec, n in values:
+def add_sums(values, evidence_per_class: int = 0) -> tuple[np.ndarray, int, list] | None:
+    """``class_sums`` values of one label merged: sums and counts added, the evidence samples merged to the
+    ``evidence_per_class`` smallest keys (associative, so any runner's combining order gives the same sample)."""
+    total, count, evidence = None, 0, []
+    for vec, n, sample in values:
         total = vec.copy() if total is None else total + vec
         count += n
-    return (total, count) if total is not None else None
+        evidence.extend(sample)
+    if total is None:
+        return None
+    return total, count, heapq.nsmallest(evidence_per_class, evidence, key=lambda e: e[0])
 
 
 class FilterCandidates(beam.DoFn):
@@ -418,10 +443,12 @@ class SelectConcepts(beam.DoFn):
         from conceptkit.pipelines.selection.stage import select_concepts
 
         with timed("select"):
-            means = {}
-            for label, (total, count) in (sums or {}).items():
+            means, evidence = {}, {}
+            for label, (total, count, sample) in (sums or {}).items():
                 mean = total / max(count, 1)
                 means[label] = (mean / (np.linalg.norm(mean) or 1.0)).astype(np.float32)
+                if sample:
+                    evidence[label] = np.stack([vec for _, vec in sample])
             covered = {c for cand in filtered["accepted"] for c in cand.classes}
             rejects = [
                 reject("select", c, "no_concepts", "no candidate concept survived generation and filtering")
@@ -431,11 +458,11 @@ class SelectConcepts(beam.DoFn):
             if filtered["accepted"]:
                 concepts, summary = select_concepts(
                     filtered["accepted"], filtered["embeddings"], self.classes, class_means=means, cfg=self.cfg,
-                    generic_spread=self.generic_spread, review=self.review,
+                    generic_spread=self.generic_spread, review=self.review, class_evidence=evidence,
                 )
             else:
                 concepts, summary = [], {"selected": 0, "candidates": 0}
-            summary["evidence_items"] = int(sum(count for _, count in (sums or {}).values()))
+            summary["evidence_items"] = int(sum(count for _, count, _ in (sums or {}).values()))
         counter("concepts_selected").inc(len(concepts))
         yield {
             "candidates": [c.to_row() for c in filtered["candidates"]],
@@ -700,10 +727,11 @@ def build_pipeline(
         EmbedItems(cfg.embedding, embedding_cache, units_dir, modality, total=n_items))
     embedded = split(embedded, "Embedded", ("batch", "rejects", "unit"))
     embed_rejects, units, embedded = embedded.rejects, embedded.unit, embedded.batch
+    evidence = evidence_size(cfg.selection, len(classes))
     sums = (
         embedded
-        | "ClassSums" >> beam.FlatMap(class_sums)
-        | "SumPerClass" >> beam.CombinePerKey(add_sums)
+        | "ClassSums" >> beam.FlatMap(class_sums, evidence_per_class=evidence)
+        | "SumPerClass" >> beam.CombinePerKey(add_sums, evidence_per_class=evidence)
     )
     selection = filtered | "SelectConcepts" >> beam.ParDo(SelectConcepts(cfg.selection, classes, cfg.filters.generic_spread, review), sums=beam.pvalue.AsDict(sums))
     done.append(

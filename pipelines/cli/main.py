@@ -58,7 +58,7 @@ BUILD_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--examples-per-class", "generation.examples_per_class", dict(type=int, metavar="N", help="representative train items of a class shown with every question about it (default 0: class names only)")),
     ("--rounds", "generation.rounds", dict(type=int, metavar="N", help="generation rounds: after each, contrastive questions for the weakest classes on a validation part of the train split (default 1)")),
     ("--score-dtype", "annotation.score_dtype", dict(choices=["float32", "float16"], help="how the full score vectors are stored: float32 (default) or float16 (half the size)")),
-    ("--mine-per-class", "generation.mine_per_class", dict(type=int, metavar="N", help="candidate phrases mined per class from the labelled train items, no LLM (default 40; 0 = off)")),
+    ("--mine-per-class", "generation.mine_per_class", dict(type=int, metavar="N", help="candidate phrases mined per class from the labelled train items, no LLM (default 100; 0 = off)")),
     ("--embedding-model", "embedding.model", dict(metavar="NAME", help="sentence-transformers model name or path (default packaged:all-MiniLM-L6-v2)")),
     ("--embedding-device", "embedding.device", dict(metavar="DEV", help="torch device for embeddings: cpu (default), cuda, mps")),
     ("--embedding-backend", "embedding.backend", dict(choices=["torch", "onnx", "onnx-int8"], help="torch (default), or ONNX Runtime on the CPU: onnx (fp32) or onnx-int8 (quantised, fastest; exported once from the local model)")),
@@ -67,6 +67,7 @@ BUILD_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--global-budget", "selection.global_budget", dict(type=int, metavar="N", help="total concepts selected over all classes (with or instead of --k-per-class)")),
     ("--alpha", "selection.alpha", dict(type=float, help="weight of discriminability (default 1.0)")),
     ("--beta", "selection.beta", dict(type=float, help="weight of coverage (default 1.0)")),
+    ("--discriminability", "selection.discriminability", dict(choices=["items", "labo"], help="items: how well a concept's scores separate a class's train items from the others' (AUC; default); labo: LaBo's score from the class means")),
     ("--direction", "selection.direction", dict(choices=["off", "soft", "strongest"], help="whether a concept's discriminability counts for a class it does not point at (default soft)")),
     ("--top-k", "annotation.top_k", dict(type=int, metavar="K", help="top concepts stored per item (default 5)")),
     ("--runner", "runner.runner", dict(choices=["direct", "dask", "beam"], help="direct (default: in-process, no network), dask, or beam (any Beam runner, from --beam-arg)")),
@@ -140,7 +141,8 @@ def _cmd_select(args: argparse.Namespace) -> int:
         print(f"conceptkit select: error: {manifest} is missing or not a conceptkit manifest", file=sys.stderr)
         return 2
     selection = {k: v for k, v in {"k_per_class": args.k_per_class, "global_budget": args.global_budget,
-                                   "alpha": args.alpha, "beta": args.beta, "optimizer": args.optimizer}.items()
+                                   "alpha": args.alpha, "beta": args.beta, "optimizer": args.optimizer,
+                                   "discriminability": args.discriminability}.items()
                  if v is not None}
     if args.use_review:
         from conceptkit.pipelines.review.apply import has_review
@@ -267,6 +269,8 @@ def make_parser() -> argparse.ArgumentParser:
     select.add_argument("--alpha", type=float, metavar="X", help="weight of discriminability")
     select.add_argument("--beta", type=float, metavar="X", help="weight of coverage")
     select.add_argument("--optimizer", choices=["naive", "lazy", "stochastic"])
+    select.add_argument("--discriminability", choices=["items", "labo"],
+                        help="items: AUC of a concept's scores over the class's train items (default); labo: LaBo's")
     select.add_argument("--out", metavar="DIR", help="write the new selection here instead of replacing RUN")
     select.add_argument("--use-review", action="store_true",
                         help="apply RUN's review data: concept-list verdicts (reject, edit, keep = pinned), concepts "

@@ -155,8 +155,9 @@ def evaluate_round(cfg, classes: Sequence[str], sample: TrainSample, candidates:
     for c in classes:
         m = sample.vectors[c][sample.fit[c]].mean(axis=0)
         means[c] = (m / (np.linalg.norm(m) or 1.0)).astype(np.float32)
+    evidence = {c: sample.vectors[c][sample.fit[c]][: cfg.selection.evidence_per_class] for c in classes}
     rows, _ = select_concepts(accepted, emb, classes, class_means=means, cfg=cfg.selection,
-                              generic_spread=cfg.filters.generic_spread)
+                              generic_spread=cfg.filters.generic_spread, class_evidence=evidence)
     concepts = np.array([r["embedding"] for r in rows], dtype=np.float32)
     x_fit = np.concatenate([sample.vectors[c][sample.fit[c]] for c in classes]) @ concepts.T
     x_val = np.concatenate([sample.vectors[c][~sample.fit[c]] for c in classes]) @ concepts.T

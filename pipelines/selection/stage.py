@@ -17,6 +17,9 @@ from conceptkit.pipelines.config import SelectionConfig
 from conceptkit.pipelines.selection.filters import Candidate
 
 
+MIN_EVIDENCE = 5  # items per class below which an AUC says too little: LaBo's score instead
+
+
 def class_association(concept_embeddings: np.ndarray, class_means: np.ndarray) -> np.ndarray:
     """(n_concepts, n_classes) mean cosine similarity of each concept to each class's items."""
     return np.asarray(concept_embeddings, dtype=np.float64) @ np.asarray(class_means, dtype=np.float64).T
@@ -31,6 +34,7 @@ def select_concepts(
     cfg: SelectionConfig,
     generic_spread: float = 0.0,
     review=None,
+    class_evidence: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Concept rows (selection order, ``concept_id`` = position) and a summary of the selection.
 
@@ -41,8 +45,13 @@ def select_concepts(
     ``review`` (``conceptkit.pipelines.review.apply.ReviewInput``) applies what people said: a concept rejected
     or replaced for a class leaves that class (``review_rejected`` when it leaves every class), its precision
     weight scales its class association, and a kept one is pinned: selected for its class, in place of the
-    class's last unpinned pick when the class is full."""
-    from conceptkit.pipelines.selection.submodular import select_labo
+    class's last unpinned pick when the class is full.
+
+    ``class_evidence`` (unit-norm embeddings of a sample of each class's train items): with
+    ``cfg.discriminability == "items"`` and at least ``MIN_EVIDENCE`` items for every class, a concept's
+    discriminability for a class is ``item_discriminability`` (2 AUC - 1 of its scores on those items, times
+    the review's precision weight) instead of LaBo's score."""
+    from conceptkit.pipelines.selection.submodular import item_discriminability, select_labo
 
     if review is not None:
         keep = []
@@ -78,6 +87,12 @@ def select_concepts(
                 keep = np.flatnonzero(~generic)
                 accepted = [accepted[i] for i in keep.tolist()]
                 embeddings, membership, association = embeddings[keep], membership[keep], association[keep]
+    per_class = None
+    evidence_sizes = {c: len((class_evidence or {}).get(c, ())) for c in classes}
+    if use_items and cfg.discriminability == "items" and min(evidence_sizes.values()) >= MIN_EVIDENCE:
+        per_class = item_discriminability(embeddings, membership, [class_evidence[c] for c in classes])
+        if review is not None:
+            per_class = per_class * np.array([[min(1.0, review.weight(c.concept))] for c in accepted])
     result = select_labo(
         np.ascontiguousarray(embeddings, dtype=np.float32),
         membership,
@@ -90,6 +105,7 @@ def select_concepts(
         epsilon=cfg.epsilon,
         seed=cfg.seed,
         direction=cfg.direction,
+        class_discriminability=per_class,
     )
     picks = [(idx, classes[int(result.picked_for[pos])], pos) for pos, idx in enumerate(result.selected.tolist())]
     pinned_added = 0
@@ -116,6 +132,8 @@ def select_concepts(
     summary = {
         "objective": float(result.objective),
         "uses_item_evidence": use_items,
+        "discriminability": "items" if per_class is not None else ("labo" if use_items else "none"),
+        "evidence_per_class": {c: n for c, n in evidence_sizes.items()} if per_class is not None else {},
         "parameters": cfg.model_dump(mode="json") | ({} if use_items else {"alpha_effective": 0.0}),
         "selected": len(rows),
         "candidates": len(accepted),

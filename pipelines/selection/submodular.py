@@ -1035,6 +1035,42 @@ def class_direction(class_association: np.ndarray, direction: str) -> np.ndarray
     return np.clip(w, 0.0, 1.0)
 
 
+def item_discriminability(
+    concept_embeddings: np.ndarray, membership: np.ndarray, evidence: Sequence[np.ndarray], *,
+    max_negatives: int = 4096,
+) -> np.ndarray:
+    """(n_concepts, n_classes) how well each concept's scores separate a class's items from the other classes':
+    max(0, 2 AUC - 1), where AUC is the probability that an item of the class scores higher (cosine to the concept)
+    than an item of another class, ties counting half; 0 where ``membership`` is False.
+
+    ``evidence[c]`` holds unit-norm embeddings of class c's items (a sample); the negatives of class c are the
+    other classes' evidence, at most ``max_negatives`` of them (an even share of each class, in order). LaBo's
+    score compares a concept's mean similarity to the class means; this one sees the items' spread, so a concept
+    that a class's items score consistently high on wins over one that only raises the class's average (on the
+    DBpedia-14 sample: 1-shot 0.738 against 0.697 for the same candidates, benchmarks/README.md)."""
+    from scipy.stats import rankdata
+
+    x = normalize_rows(_as_matrix("concept_embeddings", concept_embeddings))
+    member = np.asarray(membership, dtype=bool)
+    n_classes = member.shape[1]
+    if len(evidence) != n_classes:
+        raise ValueError(f"`evidence` must have one array per class ({n_classes}), got {len(evidence)}")
+    out = np.zeros(member.shape, dtype=np.float64)
+    for c in range(n_classes):
+        rows = np.flatnonzero(member[:, c])
+        others = [e for i, e in enumerate(evidence) if i != c and len(e)]
+        if not rows.size or not len(evidence[c]) or not others:
+            continue
+        share = max(1, max_negatives // len(others))
+        negatives = np.concatenate([e[:share] for e in others])
+        n_pos, n_neg = len(evidence[c]), len(negatives)
+        scores = np.concatenate([evidence[c], negatives]).astype(np.float32) @ x[rows].T  # (items, |rows|)
+        ranks = rankdata(scores, axis=0)  # Mann-Whitney U from the positives' rank sum, ties at their mean rank
+        auc = (ranks[:n_pos].sum(axis=0) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+        out[rows, c] = np.clip(2.0 * auc - 1.0, 0.0, 1.0)
+    return out
+
+
 def labo_discriminability(
     class_association: np.ndarray, *, negative: str = "clip", normalize: bool = True
 ) -> np.ndarray:
@@ -1169,6 +1205,7 @@ def select_labo(
     epsilon: float = 0.1,
     seed: int = 0,
     direction: str = "off",
+    class_discriminability: np.ndarray | None = None,
 ) -> LaboSelection:
     """LaBo's concept selection for all classes at once.
 
@@ -1192,6 +1229,10 @@ def select_labo(
     distinct concepts. Both must be ints >= 1.
     With "lazy", each class's picks equal those of "naive"; "stochastic" evaluates a seeded
     Bernoulli sample of expected size |V_c| / k * ln(1 / epsilon) per class and round.
+
+    ``class_discriminability`` (n_concepts, n_classes) in [0, 1], when given, is D(j) per class instead of
+    LaBo's score and ``direction`` (e.g. ``item_discriminability``: how well a concept's scores separate the
+    class's items from the others').
     """
     x = normalize_rows(_as_matrix("concept_embeddings", concept_embeddings))
     member = np.asarray(membership)
@@ -1214,6 +1255,13 @@ def select_labo(
     _check_choice("direction", direction, DIRECTIONS)
     per_class_d = discriminability[:, None] * class_direction(association, direction) if (
         class_association is not None and direction != "off") else None
+    if class_discriminability is not None:
+        per_class_d = np.asarray(class_discriminability, dtype=np.float64)
+        if per_class_d.shape != member.shape:
+            raise ValueError(f"`class_discriminability` must have shape {member.shape}, got {per_class_d.shape}")
+        _check_finite("class_discriminability", per_class_d)
+        if per_class_d.min() < 0 or per_class_d.max() > 1:
+            raise ValueError("`class_discriminability` must lie in [0, 1]")
     # Budgets above the candidate count are not errors here: a class with fewer candidates than
     # k_per_class takes all of them, and a global budget stops at whatever the classes can fill.
     k = _check_k("k_per_class", k_per_class, math.inf)
