@@ -57,6 +57,7 @@ class BuildSummary:
     filtered: dict[str, int] = field(default_factory=dict)  # "status:reason" -> candidates
     k_per_class: int | None = None
     review_used: dict[str, Any] | None = None  # review data this selection applied (select --use-review)
+    discriminability: str | None = None  # what selection measured: "items", "labo" or "none" (no labels)
 
 
 def _versions() -> dict[str, str]:
@@ -453,7 +454,8 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
     run.path("manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return BuildSummary(out=run.out, run_id=run_id, counts=counts, llm=llm, timings_s=manifest["timings_s"],
                         per_class=per_class, filtered=dict(filtered), k_per_class=cfg.selection.k_per_class,
-                        review_used=manifest["review_used"])
+                        review_used=manifest["review_used"],
+                        discriminability=(metrics.get("selection") or {}).get("discriminability"))
 
 
 def _lineage(out: Path) -> str:
@@ -550,7 +552,10 @@ def format_summary(summary: BuildSummary) -> str:
         f"  candidates  {c['candidates_proposed']} proposed ({c.get('candidates_mined', 0)} mined from the items), "
         f"{c['candidates_accepted']} accepted, "
         f"{c['candidates_merged']} merged, {c['candidates_rejected']} rejected",
-        f"  concepts    {c['concepts_selected']} selected; {c['rejects']} rows in rejects.parquet",
+        f"  concepts    {c['concepts_selected']} selected"
+        + {"items": " (discriminability on the train items)", "labo": " (LaBo's discriminability from class means)",
+           "none": " (coverage only: no labelled items)"}.get(summary.discriminability or "", "")
+        + f"; {c['rejects']} rows in rejects.parquet",
         *([f"  labels      {c['label_pairs']} binary labels, {c['label_pairs'] / max(c['items_annotated'], 1):.2f} "
            f"per item; {c['items_without_labels']} items with none (label rule: labels.json)"]
           if "label_pairs" in c else []),

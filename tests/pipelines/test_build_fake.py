@@ -247,11 +247,25 @@ def test_summary_and_card_say_what_each_class_got(tmp_path):
     assert summary.per_class == {"cooking": 3, "music": 1, "weather": 3}
     assert "per class   cooking 3, music 1, weather 3" in text
     assert "warning     fewer than k=3 concepts for: music (1)" in text
+    assert "selected (LaBo's discriminability from class means)" in text  # 4 items per class: too few for AUCs
     manifest = json.loads((cfg.out_dir() / "manifest.json").read_text())
     assert manifest["concepts_per_class"]["music"] == 1 and manifest["filtered"]
     card = (cfg.out_dir() / "README.md").read_text()
     assert "Fewer than k = 3 concepts were selected for 1 of 3 classes: music (1)" in card
     assert "Candidates the filters removed: " in card
+
+
+def test_build_measures_discriminability_on_a_sample_of_train_items(tmp_path):
+    from conceptkit.pipelines.build import format_summary
+
+    items = write_csv(tmp_path / "items.csv", demo_rows(per_class=8, classes=["cooking", "music", "weather"]))
+    with FakeLLM(DEMO_ANSWERS) as fake:
+        cfg = load_config(None, fake_overrides(fake, tmp_path, items, selection={"evidence_per_class": 6}))
+        summary = run_build(cfg)
+    selection = json.loads((cfg.out_dir() / "manifest.json").read_text())["selection"]
+    assert selection["discriminability"] == "items"
+    assert selection["evidence_per_class"] == {"cooking": 6, "music": 6, "weather": 6}
+    assert "selected (discriminability on the train items)" in format_summary(summary)
 
 
 def test_summary_reports_the_generation_tokens_per_second(tmp_path):
