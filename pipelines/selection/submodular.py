@@ -63,6 +63,9 @@ _PRUNE_MAX_DENSITY = 0.3
 # Picks before the first prune: precomputed rows are cheap to re-read, rows on demand are matrix products.
 _FIRST_PRUNE_DENSE, _FIRST_PRUNE_ON_DEMAND = 32, 8
 _PRUNE_MAX_ENTRIES = 1 << 27  # 1 GiB of live (int32 index, float32 value) pairs
+# Precomputed dense problems at least this large use the compiled loops of kernels.py (when numba imports):
+# below it numpy is as fast and nothing is compiled.
+_KERNEL_MIN_ELEMENTS = 1 << 22
 # Selections at least this long get a progress bar (when logging and the terminal allow it).
 _PROGRESS_MIN_K = 2000
 
@@ -326,6 +329,10 @@ class FacilityLocation(Objective):
     def gains(self, state: _FacilityState, idx: np.ndarray) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)
         rows = self._sparse if self._sparse is not None else state.live
+        if rows is not None and state.live is not None and self._kernels() is not None:
+            out = np.empty(len(idx))
+            self._kernels().sparse_gains(rows.indptr, rows.indices, rows.data, idx, state.best, out)
+            return out
         if rows is not None:
             pos, owner = _csr_gather(rows, idx)
             diff = rows.data[pos] - state.best[rows.indices[pos]]
@@ -348,6 +355,11 @@ class FacilityLocation(Objective):
         short numpy calls, each taking the GIL)."""
         if state.updates == 0:  # best == 0 and s >= 0: max(s - 0, 0) is s itself, summed the same way
             return np.concatenate([self._rows(idx[s : s + step]).sum(axis=1) for s in range(0, len(idx), step)]).astype(np.float64)
+        compiled = self._kernels()
+        if compiled is not None:  # one pass per row, GIL released
+            out = np.empty(len(idx))
+            compiled.gains(self._dense, np.ascontiguousarray(idx, dtype=np.int64), state.best, out)
+            return out
         buffer = scratch(min(step, len(idx)))
         return np.concatenate(
             [
@@ -369,6 +381,15 @@ class FacilityLocation(Objective):
             return self._block_gains(state, idx[lo : lo + step], scratch, step)
 
         return np.concatenate(list(_pool(n_threads).map(task, range(0, len(idx), step))))
+
+    def _kernels(self):
+        """kernels.py's compiled loops for a large precomputed dense problem, else None (numpy)."""
+        if getattr(self, "_compiled", False) is False:
+            from conceptkit.pipelines.selection import kernels
+
+            large = self._dense is not None and self.n * self.n_ground >= _KERNEL_MIN_ELEMENTS
+            self._compiled = kernels.load() if large and self._dense.flags.c_contiguous else None
+        return self._compiled
 
     def _threads(self) -> tuple[int, int]:
         """(pool threads, least elements of a call that uses the pool) for this objective's row blocks."""
@@ -420,6 +441,10 @@ class FacilityLocation(Objective):
         parallel = n_threads > 1 and self.n * self.n_ground >= least
         if parallel:
             step = max(1, min(step, -(-self.n // (4 * n_threads))))
+        compiled = self._kernels()
+        if compiled is not None:
+            self._prune_compiled(state, compiled, limit, step, n_threads if parallel else 1)
+            return
         # Serial: cache-sized blocks of precomputed rows; a pool task filters its rows at once (as in _block_gains).
         sub = step if parallel or self._dense is None else max(1, _CACHE_BLOCK_ELEMENTS // self.n_ground)
 
@@ -451,6 +476,30 @@ class FacilityLocation(Objective):
             np.concatenate(([0], np.cumsum(counts_all))), np.concatenate(indices), np.concatenate(data)
         )
         logger.debug("facility location: %d live entries of %d after %d picks", total, self.n * self.n_ground, state.updates)
+
+    def _prune_compiled(self, state: _FacilityState, compiled, limit: int, step: int, n_threads: int) -> None:
+        """``_prune``'s first pass with the compiled loops: count each row's live entries, then fill them in
+        place (blocks of ``step`` rows on the pool); the dense rows stay when more than ``limit`` are live."""
+        best, n = state.best, self.n
+        starts = list(range(0, n, step))
+
+        def each(task) -> None:
+            if n_threads > 1:
+                list(_pool(n_threads).map(task, starts))
+            else:
+                for lo in starts:
+                    task(lo)
+
+        counts = np.empty(n, dtype=np.int64)
+        each(lambda lo: compiled.live_counts(self._dense, lo, min(lo + step, n), best, counts[lo : lo + step]))
+        indptr = np.concatenate(([0], np.cumsum(counts)))
+        total = int(indptr[-1])
+        if total > limit:
+            return
+        indices, data = np.empty(total, dtype=np.int32), np.empty(total, dtype=np.float32)
+        each(lambda lo: compiled.live_fill(self._dense, lo, min(lo + step, n), best, indptr[lo], indices, data))
+        state.live = _Rows(indptr, indices, data)
+        logger.debug("facility location: %d live entries of %d after %d picks", total, n * self.n_ground, state.updates)
 
     def value(self, state: _FacilityState) -> float:
         return float(state.best.sum(dtype=np.float64))
