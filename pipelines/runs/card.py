@@ -238,7 +238,12 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
         + ". Every candidate and its verdict is in `candidates.parquet`.",
         f"4. **Selection**: {_get(cfg, 'selection.k_per_class')} concepts per class "
         f"(alpha {_get(cfg, 'selection.alpha')} discriminability, beta {_get(cfg, 'selection.beta')} coverage, "
-        f"{_get(cfg, 'selection.optimizer')} greedy); {len(concepts)} concepts selected.",
+        f"{_get(cfg, 'selection.optimizer')} greedy); {len(concepts)} concepts selected. Discriminability "
+        + {"items": "was measured on the train items (how well a concept's scores separate each class's items from "
+                    "the other classes', an AUC over a sample of them).",
+           "labo": "was LaBo's score from the class means of the train items.",
+           "none": "was not used: no labelled items, coverage only."}.get(
+               _get(manifest, "selection.discriminability", "labo"), "was LaBo's score.") ,
         f"5. **Embedding and index**: `{embedding}`"
         + (f", dimension {index_desc.get('dimension')}, {index_desc.get('index_type')}, metric "
            f"{index_desc.get('metric')}" if index_desc else "") + ".",

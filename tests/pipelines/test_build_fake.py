@@ -266,6 +266,7 @@ def test_build_measures_discriminability_on_a_sample_of_train_items(tmp_path):
     assert selection["discriminability"] == "items"
     assert selection["evidence_per_class"] == {"cooking": 6, "music": 6, "weather": 6}
     assert "selected (discriminability on the train items)" in format_summary(summary)
+    assert "Discriminability was measured on the train items" in (cfg.out_dir() / "README.md").read_text()
 
 
 def test_summary_reports_the_generation_tokens_per_second(tmp_path):
