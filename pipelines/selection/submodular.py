@@ -1097,25 +1097,34 @@ def item_discriminability(
     score compares a concept's mean similarity to the class means; this one sees the items' spread, so a concept
     that a class's items score consistently high on wins over one that only raises the class's average (on the
     DBpedia-14 sample: 1-shot 0.738 against 0.697 for the same candidates, benchmarks/README.md)."""
-    from scipy.stats import rankdata
-
     x = normalize_rows(_as_matrix("concept_embeddings", concept_embeddings))
     member = np.asarray(membership, dtype=bool)
     n_classes = member.shape[1]
     if len(evidence) != n_classes:
         raise ValueError(f"`evidence` must have one array per class ({n_classes}), got {len(evidence)}")
     out = np.zeros(member.shape, dtype=np.float64)
+    filled = [i for i in range(n_classes) if len(evidence[i])]
+    pools: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # share -> (every class's first `share` items, owner)
     for c in range(n_classes):
         rows = np.flatnonzero(member[:, c])
-        others = [e for i, e in enumerate(evidence) if i != c and len(e)]
-        if not rows.size or not len(evidence[c]) or not others:
+        n_others = len(filled) - (c in filled)
+        if not rows.size or not len(evidence[c]) or not n_others:
             continue
-        share = max(1, max_negatives // len(others))
-        negatives = np.concatenate([e[:share] for e in others])
-        n_pos, n_neg = len(evidence[c]), len(negatives)
-        scores = np.concatenate([evidence[c], negatives]).astype(np.float32) @ x[rows].T  # (items, |rows|)
-        ranks = rankdata(scores, axis=0)  # Mann-Whitney U from the positives' rank sum, ties at their mean rank
-        auc = (ranks[:n_pos].sum(axis=0) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+        share = max(1, max_negatives // n_others)
+        if share not in pools:
+            pools[share] = (np.concatenate([np.asarray(evidence[i][:share], dtype=np.float32) for i in filled]),
+                            np.repeat(filled, [min(share, len(evidence[i])) for i in filled]))
+        pool, owner = pools[share]
+        pos = (np.asarray(evidence[c], dtype=np.float32) @ x[rows].T).astype(np.float64)  # (n_pos, |rows|)
+        neg = np.sort((pool @ x[rows].T)[owner != c].astype(np.float64), axis=0)  # the other classes' items
+        # Mann-Whitney U in one searchsorted: column j's scores (in [-1, 1]) shifted by 4 j, so the columns' sorted
+        # negatives concatenate into one sorted array; a positive wins over the negatives below it, ties count half.
+        shift = 4.0 * np.arange(rows.size)
+        flat = (neg + shift).T.ravel()
+        queries = (pos + shift).T.ravel()
+        start = np.repeat(np.arange(rows.size) * neg.shape[0], pos.shape[0])
+        wins = (np.searchsorted(flat, queries, "left") + np.searchsorted(flat, queries, "right") - 2 * start) / 2.0
+        auc = wins.reshape(rows.size, pos.shape[0]).sum(axis=1) / (pos.shape[0] * neg.shape[0])
         out[rows, c] = np.clip(2.0 * auc - 1.0, 0.0, 1.0)
     return out
 
