@@ -102,3 +102,24 @@ def test_class_discriminability_is_checked():
         sm.select_labo(x, member, class_association=None, k_per_class=1, class_discriminability=np.zeros((3, 3)))
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
         sm.select_labo(x, member, class_association=None, k_per_class=1, class_discriminability=np.full((3, 2), 2.0))
+
+
+def test_item_discriminability_equals_pairwise_auc():
+    # Against the definition, pair by pair, with ties (rounded vectors) and unequal evidence sizes.
+    rng = np.random.default_rng(3)
+    evidence = [np.round(rng.standard_normal((n, 4)), 1).astype(np.float32) for n in (7, 5, 9)]
+    evidence = [e / np.linalg.norm(e, axis=1, keepdims=True) for e in evidence]
+    concepts = rng.standard_normal((6, 4)).astype(np.float32)
+    concepts /= np.linalg.norm(concepts, axis=1, keepdims=True)
+    member = rng.random((6, 3)) < 0.6
+    got = sm.item_discriminability(concepts, member, evidence, max_negatives=8)
+    for j in range(6):
+        for c in range(3):
+            if not member[j, c]:
+                assert got[j, c] == 0.0
+                continue
+            share = 8 // 2
+            neg = np.concatenate([evidence[i][:share] for i in range(3) if i != c]) @ concepts[j]
+            pos = evidence[c] @ concepts[j]
+            auc = np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg])
+            assert got[j, c] == pytest.approx(max(0.0, 2 * auc - 1), abs=1e-12)
