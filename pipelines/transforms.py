@@ -360,14 +360,6 @@ def evidence_key(item_id: Any) -> int:
     return int.from_bytes(hashlib.blake2b(str(item_id).encode(), digest_size=8).digest(), "big")
 
 
-def evidence_size(cfg: SelectionConfig, n_classes: int) -> int:
-    """Items per class kept as selection evidence: ``cfg.evidence_per_class``, at most 100,000 items in all (at
-    least 32 per class); 0 unless discriminability is measured on items."""
-    if cfg.discriminability != "items":
-        return 0
-    return min(cfg.evidence_per_class, max(32, 100_000 // max(n_classes, 1)))
-
-
 def class_sums(batch: dict, evidence_per_class: int = 0):
     """(label, (sum of embeddings, count, evidence)) for each label in a batch's train items; ``evidence`` is
     [(key, embedding)] of the batch's ``evidence_per_class`` items of that label with the smallest
@@ -727,6 +719,8 @@ def build_pipeline(
         EmbedItems(cfg.embedding, embedding_cache, units_dir, modality, total=n_items))
     embedded = split(embedded, "Embedded", ("batch", "rejects", "unit"))
     embed_rejects, units, embedded = embedded.rejects, embedded.unit, embedded.batch
+    from conceptkit.pipelines.selection.stage import evidence_size
+
     evidence = evidence_size(cfg.selection, len(classes))
     sums = (
         embedded

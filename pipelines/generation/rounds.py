@@ -144,7 +144,7 @@ def evaluate_round(cfg, classes: Sequence[str], sample: TrainSample, candidates:
     confusion matrix, accepted, selected)."""
     from conceptkit.pipelines.evaluation import models
     from conceptkit.pipelines.selection.filters import filter_candidates
-    from conceptkit.pipelines.selection.stage import select_concepts
+    from conceptkit.pipelines.selection.stage import evidence_size, select_concepts
 
     classes = [c for c in classes if c in sample.texts]
     candidates = [c for c in candidates if c.classes[0] in classes]
@@ -155,7 +155,8 @@ def evaluate_round(cfg, classes: Sequence[str], sample: TrainSample, candidates:
     for c in classes:
         m = sample.vectors[c][sample.fit[c]].mean(axis=0)
         means[c] = (m / (np.linalg.norm(m) or 1.0)).astype(np.float32)
-    evidence = {c: sample.vectors[c][sample.fit[c]][: cfg.selection.evidence_per_class] for c in classes}
+    keep = evidence_size(cfg.selection, len(classes))
+    evidence = {c: sample.vectors[c][sample.fit[c]][:keep] for c in classes}
     rows, _ = select_concepts(accepted, emb, classes, class_means=means, cfg=cfg.selection,
                               generic_spread=cfg.filters.generic_spread, class_evidence=evidence)
     concepts = np.array([r["embedding"] for r in rows], dtype=np.float32)

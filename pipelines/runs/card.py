@@ -243,7 +243,7 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
                     "the other classes', an AUC over a sample of them).",
            "labo": "was LaBo's score from the class means of the train items.",
            "none": "was not used: no labelled items, coverage only."}.get(
-               _get(manifest, "selection.discriminability", "labo"), "was LaBo's score.") ,
+               _get(manifest, "selection.discriminability", "labo"), "was LaBo's score."),
         f"5. **Embedding and index**: `{embedding}`"
         + (f", dimension {index_desc.get('dimension')}, {index_desc.get('index_type')}, metric "
            f"{index_desc.get('metric')}" if index_desc else "") + ".",

@@ -20,6 +20,14 @@ from conceptkit.pipelines.selection.filters import Candidate
 MIN_EVIDENCE = 5  # items per class below which an AUC says too little: LaBo's score instead
 
 
+def evidence_size(cfg: SelectionConfig, n_classes: int) -> int:
+    """Items per class kept as selection evidence: ``cfg.evidence_per_class``, at most 100,000 items in all (at
+    least 32 per class); 0 unless discriminability is measured on items."""
+    if cfg.discriminability != "items":
+        return 0
+    return min(cfg.evidence_per_class, max(32, 100_000 // max(n_classes, 1)))
+
+
 def class_association(concept_embeddings: np.ndarray, class_means: np.ndarray) -> np.ndarray:
     """(n_concepts, n_classes) mean cosine similarity of each concept to each class's items."""
     return np.asarray(concept_embeddings, dtype=np.float64) @ np.asarray(class_means, dtype=np.float64).T

@@ -329,9 +329,10 @@ class FacilityLocation(Objective):
     def gains(self, state: _FacilityState, idx: np.ndarray) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)
         rows = self._sparse if self._sparse is not None else state.live
-        if rows is not None and state.live is not None and self._kernels() is not None:
+        compiled = self._kernels()  # only for precomputed dense rows, whose live entries are state.live
+        if state.live is not None and compiled is not None:
             out = np.empty(len(idx))
-            self._kernels().sparse_gains(rows.indptr, rows.indices, rows.data, idx, state.best, out)
+            compiled.sparse_gains(rows.indptr, rows.indices, rows.data, idx, state.best, out)
             return out
         if rows is not None:
             pos, owner = _csr_gather(rows, idx)

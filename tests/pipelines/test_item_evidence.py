@@ -8,8 +8,8 @@ import pytest
 from conceptkit.pipelines.config import SelectionConfig
 from conceptkit.pipelines.selection import submodular as sm
 from conceptkit.pipelines.selection.filters import Candidate
-from conceptkit.pipelines.selection.stage import select_concepts
-from conceptkit.pipelines.transforms import add_sums, class_sums, evidence_size
+from conceptkit.pipelines.selection.stage import evidence_size, select_concepts
+from conceptkit.pipelines.transforms import add_sums, class_sums
 
 
 def _unit(*v: float) -> np.ndarray:
