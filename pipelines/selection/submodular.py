@@ -1097,7 +1097,7 @@ def item_discriminability(
     other classes' evidence, at most ``max_negatives`` of them (an even share of each class, in order). LaBo's
     score compares a concept's mean similarity to the class means; this one sees the items' spread, so a concept
     that a class's items score consistently high on wins over one that only raises the class's average (on the
-    DBpedia-14 sample: 1-shot 0.738 against 0.697 for the same candidates, benchmarks/README.md)."""
+    DBpedia-14 sample: 1-shot 0.735 against 0.699 for the same candidates, benchmarks/README.md)."""
     x = normalize_rows(_as_matrix("concept_embeddings", concept_embeddings))
     member = np.asarray(membership, dtype=bool)
     n_classes = member.shape[1]
