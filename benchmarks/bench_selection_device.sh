@@ -6,6 +6,7 @@
 # and benchmarks/.cache/wheels (faiss-cpu, submodlib-py, apricot-select: `pip download` / `pip wheel`).
 #   bash benchmarks/bench_selection_device.sh small   # n = 10,000 at 1 and 16 threads, 50k ours, 1M kNN ours
 #   bash benchmarks/bench_selection_device.sh peers50k
+#   ROUNDS=4 bash benchmarks/bench_selection_device.sh fl10k-rounds   # ours and apricot, 1 and 16 threads, alternating
 #   bash benchmarks/bench_selection_device.sh fl10k-ab   # n = 10,000: this tree, benchmarks/.cache/before, apricot, x3
 #   bash benchmarks/bench_selection_device.sh before-after   # n = 10,000 and the 1M kNN path (CPU and GPU), this
 #     tree against an earlier commit unpacked in benchmarks/.cache/before (`git archive REV pipelines conceptkit
@@ -51,6 +52,9 @@ case "${1:-small}" in
       BENCH=benchmarks/.cache/before/benchmarks/bench_selection.py run $t fl --n 10000 --lib ours
       run $t fl --n 10000 --lib apricot
     done; done
+    ;;
+  fl10k-rounds)  # ${ROUNDS:-4} rounds of ours and the faster peer at 1 and 16 threads, alternating
+    for r in $(seq "${ROUNDS:-4}"); do for t in 1 16; do for lib in ours apricot; do run $t fl --n 10000 --lib $lib; done; done; done
     ;;
   fl10k)  # ours and the faster peer only, and our dense 50k
     for t in 1 16; do for lib in ours apricot; do run $t fl --n 10000 --lib $lib; done; done
