@@ -11,7 +11,10 @@ against its test file, with these features:
 - the embedding projected onto the span of the m concept vectors (the same subspace, an orthonormal basis);
 - the embedding's top r principal components of the train items, r = m and larger: the best r-dimensional linear
   subspace by variance, i.e. what m well-placed concepts could at most keep (in that sense);
-- the concept scores and their cubes (Label-free CBM's cos^3), to test whether a per-concept nonlinearity helps.
+- the concept scores and their cubes (Label-free CBM's cos^3), to test whether a per-concept nonlinearity helps;
+- with ``--pool``: m of the run's accepted candidates chosen (greedy orthogonal matching pursuit, using the train
+  labels) to span the directions of the black box's own classifier, with 1- and 4-shot accuracy beside the
+  all-data one: what the candidate pool allows for all data when the choice may look at the answer.
 
 In: a run directory built with labels (``benchmarks/bench_eval.py`` makes them) and its test CSV (id, text,
 label). Out: a Markdown table on stdout. Example:
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("test", type=Path, help="CSV with id, text, label (the file given to conceptkit eval --test)")
     parser.add_argument("--ranks", type=int, nargs="*", default=[300],
                         help="principal-component counts beyond the run's concept count (default 300)")
+    parser.add_argument("--pool", action="store_true",
+                        help="also choose concepts from the accepted pool to span the black box's directions")
     args = parser.parse_args(argv)
     if not args.run.is_dir() or not args.test.is_file():
         print(f"skipped: {args.run} or {args.test} is missing (build it with benchmarks/bench_eval.py)")
@@ -95,7 +100,43 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|")
     for name, dims, acc in rows:
         print(f"| {name} | {dims} | {acc:.4f} |")
+    if args.pool:
+        import pyarrow.parquet as pq
+
+        candidates = pq.read_table(run.path / "candidates.parquet", columns=["concept", "status"]).to_pydict()
+        pool = sorted({c for c, st in zip(candidates["concept"], candidates["status"]) if st == "accepted"})
+        chosen = span_directions(model.encode(pool), e_train, y_train, m)
+        print(f"\n| {m} concepts, 10 seeds | 1-shot | 4-shot | all |\n|---|---:|---:|---:|")
+        for name, vec in (("the run's selection", vectors),
+                          (f"spanning the black box's directions, from {len(pool)} accepted candidates", chosen)):
+            acc = {r.shots: r.accuracy_mean for r in models.few_shot_rows(
+                name, e_train @ vec.T, y_train, e_test @ vec.T, y_test, n_classes=len(classes), shots=(1, 4))}
+            print(f"| {name} | {acc[1]:.3f} | {acc[4]:.3f} | {acc['all']:.3f} |")
     return 0
+
+
+def span_directions(pool: np.ndarray, x: np.ndarray, y: np.ndarray, m: int) -> np.ndarray:
+    """``m`` rows of ``pool`` picked greedily (orthogonal matching pursuit) to span the class directions of a
+    logistic regression fitted on ``x`` (centred): each step takes the candidate whose part outside the current
+    span best explains what is left of the directions."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        w = LogisticRegression(C=1.0, max_iter=2000).fit(x - x.mean(axis=0), y).coef_
+    w = w - w.mean(axis=0)
+    chosen: list[int] = []
+    basis = np.zeros((pool.shape[1], 0))
+    for _ in range(min(m, len(pool))):
+        left = w - (w @ basis) @ basis.T
+        outside = np.linalg.norm(pool - (pool @ basis) @ basis.T, axis=1).clip(1e-6)
+        score = np.linalg.norm(left @ pool.T, axis=0) / outside
+        score[chosen] = -1.0
+        chosen.append(int(np.argmax(score)))
+        basis = np.linalg.qr(pool[chosen].T)[0]
+    return pool[chosen]
 
 
 if __name__ == "__main__":
