@@ -54,6 +54,9 @@ class BuildSummary:
     timings_s: dict[str, float] = field(default_factory=dict)
     review: dict[str, Any] | None = None  # human review carried from the run this build replaced
     per_class: dict[str, int] = field(default_factory=dict)  # concepts picked for each class
+    # concepts each class holds: picked for it, or picked for another class that also proposed them (a shared
+    # concept counts toward the budget of k of every class it belongs to)
+    held_per_class: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)  # "status:reason" -> candidates
     k_per_class: int | None = None
     review_used: dict[str, Any] | None = None  # review data this selection applied (select --use-review)
@@ -378,6 +381,8 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
     filtered = Counter(f"{s}:{r}" for s, r in zip(status, candidates.column("reason").to_pylist()) if s != "accepted")
     per_class = Counter(concepts.column("picked_for").to_pylist())
     per_class = {c: per_class.get(c, 0) for c in loaded.classes}
+    held = Counter(c for classes in concepts.column("classes").to_pylist() for c in set(classes))
+    held_per_class = {c: held.get(c, 0) for c in loaded.classes}
     counts = {
         "items_in": n_in,
         "items_annotated": shard_rows,
@@ -438,6 +443,7 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
         "review_used": (metrics.get("selection") or {}).get("review"),
         "llm": llm,
         "concepts_per_class": per_class,
+        "concepts_held_per_class": held_per_class,
         "rounds": rounds,
         "filtered": dict(filtered.most_common()),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
@@ -453,7 +459,8 @@ def _finish(run, cfg, loaded, requests, settings, metrics, timings, run_id, argv
     }
     run.path("manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return BuildSummary(out=run.out, run_id=run_id, counts=counts, llm=llm, timings_s=manifest["timings_s"],
-                        per_class=per_class, filtered=dict(filtered), k_per_class=cfg.selection.k_per_class,
+                        per_class=per_class, held_per_class=held_per_class, filtered=dict(filtered),
+                        k_per_class=cfg.selection.k_per_class,
                         review_used=manifest["review_used"],
                         discriminability=(metrics.get("selection") or {}).get("discriminability"))
 
@@ -535,6 +542,26 @@ def _label_counts(directory: Path) -> dict[str, int]:
     return {"label_pairs": positives, "items_without_labels": unlabelled}
 
 
+def _per_class_lines(summary: BuildSummary) -> list[str]:
+    """What each class got: concepts picked for it (+ shared ones picked for another class that also proposed
+    them); a warning for classes holding fewer than k, a note for classes holding more (shared concepts count
+    toward every budget they belong to)."""
+    if not summary.per_class:
+        return []
+    held = {c: max(summary.held_per_class.get(c, n), n) for c, n in summary.per_class.items()}
+    lines = ["  per class   " + ", ".join(f"{c} {n}" + (f" (+{held[c] - n} shared)" if held[c] > n else "")
+                                         for c, n in summary.per_class.items())]
+    k = summary.k_per_class
+    if k and any(h < k for h in held.values()):
+        lines.append(f"  warning     fewer than k={k} concepts for: "
+                     + ", ".join(f"{c} ({h})" for c, h in held.items() if h < k))
+    if k and any(h > k for h in held.values()):
+        over = [h for h in held.values() if h > k]
+        lines.append(f"  note        {len(over)} classes hold more than k={k} concepts (up to {max(over)}): a concept "
+                     "proposed for several classes counts for each of them")
+    return lines
+
+
 def format_summary(summary: BuildSummary) -> str:
     c, llm, t = summary.counts, summary.llm, summary.timings_s
     lines = [
@@ -561,11 +588,7 @@ def format_summary(summary: BuildSummary) -> str:
           if "label_pairs" in c else []),
         *([f"  filters     " + ", ".join(f"{n} {k.replace(':', ' ')}" for k, n in summary.filtered.items())]
           if summary.filtered else []),
-        *([f"  per class   " + ", ".join(f"{cls} {n}" for cls, n in summary.per_class.items())]
-          if summary.per_class else []),
-        *([f"  warning     fewer than k={summary.k_per_class} concepts for: "
-           + ", ".join(f"{cls} ({n})" for cls, n in summary.per_class.items() if n < summary.k_per_class)]
-          if summary.k_per_class and any(n < summary.k_per_class for n in summary.per_class.values()) else []),
+        *_per_class_lines(summary),
         *([f"  review used {summary.review_used['source']}: verdicts "
            + (", ".join(f"{n} {v}" for v, n in summary.review_used["verdicts"].items()) or "none")
            + f", {summary.review_used['human_candidates']} human candidates, "

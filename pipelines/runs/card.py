@@ -174,7 +174,7 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
     index_desc = {}
     if (run_dir / "index" / "index.json").is_file():
         index_desc = json.loads((run_dir / "index" / "index.json").read_text(encoding="utf-8"))
-    concepts = pq.read_table(run_dir / "concepts.parquet", columns=["concept_id", "concept", "picked_for"]).to_pylist()
+    concepts = pq.read_table(run_dir / "concepts.parquet", columns=["concept_id", "concept", "picked_for", "classes"]).to_pylist()
     top_k = _get(cfg, "annotation.top_k")
     # Counted from the files, never copied from the manifest: refresh, annotate and pull change them later.
     splits = split_counts(run_dir)
@@ -255,12 +255,28 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
         "## Concepts by the class they were picked for",
         "",
     ]
-    k = _get(cfg, "selection.k_per_class")
-    short = [c for c in classes if sum(r["picked_for"] == c for r in concepts) < (k or 0)]
+    k = _get(cfg, "selection.k_per_class") or 0
+    # A class's budget of k counts every concept it holds: picked for it, or picked for another class that also
+    # proposed it (a shared concept counts for each of its classes).
+    held = {c: sum(c in r["classes"] for r in concepts) for c in classes}
+    short = [c for c in classes if held[c] < k]
     if short:
+        budget = _get(cfg, "selection.global_budget")
         lines += [f"Fewer than k = {k} concepts were selected for {len(short)} of {len(classes)} classes: "
-                  + ", ".join(f"{md(c)} ({sum(r['picked_for'] == c for r in concepts)})" for c in short)
-                  + " (too few candidates survived generation and filtering).", ""]
+                  + ", ".join(f"{md(c)} ({held[c]})" for c in short)
+                  + " (too few candidates survived generation and filtering"
+                  + (f", or the global budget of {budget} ran out" if budget else "") + ").", ""]
+    over = [c for c in classes if held[c] > k]
+    shared = sum(len(r["classes"]) > 1 for r in concepts)
+    if shared:
+        verbs = ("belongs", "counts") if shared == 1 else ("belong", "count")
+        lines += [f"{shared} of the {len(concepts)} concepts {verbs[0]} to more than one class and {verbs[1]} toward the "
+                  f"budget of k = {k} of each: so a class can have fewer concepts picked for it than k"
+                  + (f", and {len(over)} classes hold more than k (up to {max(held[c] for c in over)})" if over else "")
+                  + ". Concepts held per class: "
+                  + (", ".join(f"{md(c)} {held[c]}" for c in classes) if len(classes) <= 30 else
+                     f"{min(held.values())} to {max(held.values())}, median {sorted(held.values())[len(classes) // 2]}")
+                  + ".", ""]
     filtered = manifest.get("filtered") or {}
     if filtered:
         lines += ["Candidates the filters removed: " + ", ".join(f"{n} {md(k.replace(':', ' '))}"

@@ -255,6 +255,36 @@ def test_summary_and_card_say_what_each_class_got(tmp_path):
     assert "Candidates the filters removed: " in card
 
 
+def test_summary_and_card_count_shared_concepts_for_every_class(tmp_path):
+    """A concept proposed for two classes counts toward both budgets: the class that did not pick it shows it as
+    shared, a class is warned about only when it holds fewer than k, and the card says why counts differ."""
+    from conceptkit.pipelines.build import format_summary
+
+    items = write_csv(tmp_path / "items.csv", demo_rows(per_class=4, classes=["cooking", "music", "weather"]))
+    answers = dict(DEMO_ANSWERS, music=["guitar chords", "baking bread"])  # "baking bread" is cooking's too
+    with FakeLLM(answers) as fake:
+        cfg = load_config(None, fake_overrides(fake, tmp_path, items, selection={"k_per_class": 3}))
+        summary = run_build(cfg)
+    concepts = pq.read_table(cfg.out_dir() / "concepts.parquet").to_pylist()
+    shared = [r for r in concepts if len(r["classes"]) > 1]
+    assert [sorted(r["classes"]) for r in shared] == [["cooking", "music"]]
+    other = ({"cooking", "music"} - {shared[0]["picked_for"]}).pop()
+    assert summary.held_per_class == {c: sum(c in r["classes"] for r in concepts) for c in ("cooking", "music", "weather")}
+    assert summary.held_per_class[other] == summary.per_class[other] + 1
+    text = format_summary(summary)
+    assert f"{other} {summary.per_class[other]} (+1 shared)" in text
+    warned = [c for c, n in summary.held_per_class.items() if n < 3]
+    assert ("warning     fewer than k=3" in text) == bool(warned)
+    for c, n in summary.per_class.items():
+        if n < 3 and summary.held_per_class[c] >= 3:
+            assert f"{c} ({summary.held_per_class[c]})" not in text.split("warning")[-1]  # full through sharing
+    manifest = json.loads((cfg.out_dir() / "manifest.json").read_text())
+    assert manifest["concepts_held_per_class"] == summary.held_per_class
+    card = (cfg.out_dir() / "README.md").read_text()
+    assert f"1 of the {len(concepts)} concepts belongs to more than one class and counts toward" in card
+    assert f"{other} {summary.held_per_class[other]}" in card
+
+
 def test_build_measures_discriminability_on_a_sample_of_train_items(tmp_path):
     from conceptkit.pipelines.build import format_summary
 
