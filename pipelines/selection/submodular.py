@@ -1282,10 +1282,10 @@ def select_labo(
     vectorised block), then picks are applied in descending gain (ties: lower class index). A
     concept is selected once and joins A_c of every class it belongs to, counting against each
     budget; a class whose set changed earlier in the round (a shared concept) re-decides in the
-    next round, so every class's sequence is greedy on its own state. A class keeps at most
-    ``k_per_class`` picks of its own (fewer if it has fewer candidates, which is not an error; shared
-    concepts picked for others after it is full still join it). ``global_budget`` caps the number of
-    distinct concepts. Both must be ints >= 1.
+    next round, so every class's sequence is greedy on its own state. A class holds at most
+    ``k_per_class`` concepts, its own picks and shared ones together: once it is full, no class can pick a
+    concept it shares (fewer than k if it runs out of candidates, which is not an error).
+    ``global_budget`` caps the number of distinct concepts. Both must be ints >= 1.
     With "lazy", each class's picks equal those of "naive"; "stochastic" evaluates a seeded
     Bernoulli sample of expected size |V_c| / k * ln(1 / epsilon) per class and round.
 
@@ -1359,6 +1359,7 @@ def select_labo(
     coverage_gain: list[float] = []
     picked_d: list[float] = []
     limit = global_budget if global_budget is not None else n
+    full: list[int] = []  # classes the current pick filled
     bar = _progress(min(limit, n_classes * k), "LaBo selection")
     while len(selected) < limit:
         active = np.flatnonzero((count < k) & available.any(axis=1))
@@ -1391,8 +1392,8 @@ def select_labo(
             if len(selected) >= limit:
                 break
             c = int(active[i])
-            if dirty[c] or count[c] >= k:
-                continue
+            if dirty[c] or count[c] >= k or not available[c, pick_pos[i]]:
+                continue  # (unavailable: it belongs to a class that an earlier pick of this round filled)
             j = int(cand[c, pick_pos[i]])
             lo, hi = blocks.member_ptr[j], blocks.member_ptr[j + 1]
             ranks.append(int(count[c]))
@@ -1409,6 +1410,14 @@ def select_labo(
                 credited += 1
                 if c2 != c:
                     dirty[c2] = True
+                if count[c2] >= k:
+                    full.append(c2)
+            for c2 in full:  # a full class takes no more concepts, so no candidate it shares stays available
+                for j2 in cand[c2, : sizes[c2]].tolist():
+                    lo2, hi2 = blocks.member_ptr[j2], blocks.member_ptr[j2 + 1]
+                    available[blocks.member_class[lo2:hi2], blocks.member_pos[lo2:hi2]] = False
+                    upper[blocks.member_class[lo2:hi2], blocks.member_pos[lo2:hi2]] = -np.inf
+            full.clear()
             selected.append(j)
             picked_for.append(c)
             coverage_gain.append(total_cov)

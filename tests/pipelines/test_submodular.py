@@ -372,6 +372,35 @@ def test_labo_shared_concept_selected_once_and_counts_for_each() -> None:
     assert result.ranks.tolist() == [0]
 
 
+@pytest.mark.parametrize("optimizer", ["naive", "lazy", "stochastic"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_labo_no_class_holds_more_than_k(optimizer: str, seed: int) -> None:
+    """Shared concepts count for every class they belong to, and a full class takes none: every class holds at
+    most k, and a class short of k has no candidate left that it could still take."""
+    x, membership, association = _labo_problem(seed, per_class=12, shared=30)
+    k = 5
+    result = sm.select_labo(x, membership, class_association=association, k_per_class=k, optimizer=optimizer, seed=seed)
+    held = membership[result.selected].sum(axis=0)
+    assert held.max() <= k
+    chosen = set(result.selected.tolist())
+    full = held >= k
+    for c in np.flatnonzero(~full):  # short: every candidate left is shared with a full class
+        left = [j for j in np.flatnonzero(membership[:, c]) if j not in chosen]
+        assert all(membership[j][full].any() for j in left)
+
+
+def test_labo_full_class_blocks_the_concepts_it_shares() -> None:
+    # Class 0 holds one concept (k = 1) and fills first; concept 1, class 1's best, is class 0's too: class 1 must
+    # take concept 2 instead (before, concept 1 joined class 0 as a second concept).
+    x = sm.normalize_rows(np.array([[1.0, 0.0], [0.0, 1.0], [0.2, 1.0]], dtype=np.float32))
+    membership = np.array([[1, 0], [1, 1], [0, 1]], dtype=bool)
+    association = np.array([[0.9, 0.0], [0.1, 0.5], [0.0, 0.4]])
+    for optimizer in ("naive", "lazy"):
+        result = sm.select_labo(x, membership, class_association=association, k_per_class=1, optimizer=optimizer)
+        assert sorted(result.selected.tolist()) == [0, 2], optimizer
+        assert membership[result.selected].sum(axis=0).tolist() == [1, 1]
+
+
 def test_labo_small_class_takes_all_candidates() -> None:
     x, membership, association = _labo_problem(4, classes=2, per_class=3, shared=0)
     result = sm.select_labo(x, membership, class_association=association, k_per_class=10)
