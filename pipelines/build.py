@@ -544,8 +544,8 @@ def _label_counts(directory: Path) -> dict[str, int]:
 
 def _per_class_lines(summary: BuildSummary) -> list[str]:
     """What each class got: concepts picked for it (+ shared ones picked for another class that also proposed
-    them); a warning for classes holding fewer than k, a note for classes holding more (shared concepts count
-    toward every budget they belong to)."""
+    them); a warning for classes holding fewer than k, a note for classes holding more (only pinned concepts
+    can push a class past k)."""
     if not summary.per_class:
         return []
     held = {c: max(summary.held_per_class.get(c, n), n) for c, n in summary.per_class.items()}
@@ -557,8 +557,8 @@ def _per_class_lines(summary: BuildSummary) -> list[str]:
                      + ", ".join(f"{c} ({h})" for c, h in held.items() if h < k))
     if k and any(h > k for h in held.values()):
         over = [h for h in held.values() if h > k]
-        lines.append(f"  note        {len(over)} classes hold more than k={k} concepts (up to {max(over)}): a concept "
-                     "proposed for several classes counts for each of them")
+        lines.append(f"  note        {len(over)} classes hold more than k={k} concepts (up to {max(over)}): concepts "
+                     "pinned in review are kept beyond the budget of the other classes they belong to")
     return lines
 
 

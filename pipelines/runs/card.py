@@ -272,7 +272,8 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
         verbs = ("belongs", "counts") if shared == 1 else ("belong", "count")
         lines += [f"{shared} of the {len(concepts)} concepts {verbs[0]} to more than one class and {verbs[1]} toward the "
                   f"budget of k = {k} of each: so a class can have fewer concepts picked for it than k"
-                  + (f", and {len(over)} classes hold more than k (up to {max(held[c] for c in over)})" if over else "")
+                  + (f", and {len(over)} classes hold more than k (up to {max(held[c] for c in over)}: concepts "
+                     "pinned in review are kept beyond the budget)" if over else "")
                   + ". Concepts held per class: "
                   + (", ".join(f"{md(c)} {held[c]}" for c in classes) if len(classes) <= 30 else
                      f"{min(held.values())} to {max(held.values())}, median {sorted(held.values())[len(classes) // 2]}")
