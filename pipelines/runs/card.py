@@ -264,7 +264,8 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
         budget = _get(cfg, "selection.global_budget")
         lines += [f"Fewer than k = {k} concepts were selected for {len(short)} of {len(classes)} classes: "
                   + ", ".join(f"{md(c)} ({held[c]})" for c in short)
-                  + " (too few candidates survived generation and filtering"
+                  + " (too few candidates survived generation and filtering, or those left are shared with classes "
+                  "already full"
                   + (f", or the global budget of {budget} ran out" if budget else "") + ").", ""]
     over = [c for c in classes if held[c] > k]
     shared = sum(len(r["classes"]) > 1 for r in concepts)

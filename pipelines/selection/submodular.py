@@ -1413,10 +1413,11 @@ def select_labo(
                 if count[c2] >= k:
                     full.append(c2)
             for c2 in full:  # a full class takes no more concepts, so no candidate it shares stays available
-                for j2 in cand[c2, : sizes[c2]].tolist():
-                    lo2, hi2 = blocks.member_ptr[j2], blocks.member_ptr[j2 + 1]
-                    available[blocks.member_class[lo2:hi2], blocks.member_pos[lo2:hi2]] = False
-                    upper[blocks.member_class[lo2:hi2], blocks.member_pos[lo2:hi2]] = -np.inf
+                starts = blocks.member_ptr[cand[c2, : sizes[c2]]]
+                lengths = blocks.member_ptr[cand[c2, : sizes[c2]] + 1] - starts
+                entries = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+                available[blocks.member_class[entries], blocks.member_pos[entries]] = False
+                upper[blocks.member_class[entries], blocks.member_pos[entries]] = -np.inf
             full.clear()
             selected.append(j)
             picked_for.append(c)
