@@ -232,10 +232,10 @@ def _dense_rows_gains(rows: np.ndarray, best: np.ndarray, out: np.ndarray | None
     return out.sum(axis=-1).astype(np.float64)
 
 
-def _csr_gather(matrix: sp.csr_matrix, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions into matrix.data/indices of rows ``idx``, and the batch row of each position."""
-    starts = matrix.indptr[idx]
-    lengths = matrix.indptr[idx + 1] - starts
+def _csr_gather(indptr: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of rows ``idx`` of a CSR layout (``indptr``) in its data/indices, and the batch row of each."""
+    starts = indptr[idx]
+    lengths = indptr[idx + 1] - starts
     total = int(lengths.sum())
     owner = np.repeat(np.arange(len(idx)), lengths)
     offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
@@ -335,7 +335,7 @@ class FacilityLocation(Objective):
             compiled.sparse_gains(rows.indptr, rows.indices, rows.data, idx, state.best, out)
             return out
         if rows is not None:
-            pos, owner = _csr_gather(rows, idx)
+            pos, owner = _csr_gather(rows.indptr, idx)
             diff = rows.data[pos] - state.best[rows.indices[pos]]
             _relu(diff, out=diff)
             return np.bincount(owner, weights=diff, minlength=len(idx))
@@ -1359,7 +1359,6 @@ def select_labo(
     coverage_gain: list[float] = []
     picked_d: list[float] = []
     limit = global_budget if global_budget is not None else n
-    full: list[int] = []  # classes the current pick filled
     bar = _progress(min(limit, n_classes * k), "LaBo selection")
     while len(selected) < limit:
         active = np.flatnonzero((count < k) & available.any(axis=1))
@@ -1410,15 +1409,11 @@ def select_labo(
                 credited += 1
                 if c2 != c:
                     dirty[c2] = True
-                if count[c2] >= k:
-                    full.append(c2)
-            for c2 in full:  # a full class takes no more concepts, so no candidate it shares stays available
-                starts = blocks.member_ptr[cand[c2, : sizes[c2]]]
-                lengths = blocks.member_ptr[cand[c2, : sizes[c2]] + 1] - starts
-                entries = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+            members = blocks.member_class[lo:hi]
+            for c2 in members[count[members] >= k].tolist():  # a class this pick filled takes no more concepts,
+                entries = _csr_gather(blocks.member_ptr, cand[c2, : sizes[c2]])[0]  # so none it shares stays open
                 available[blocks.member_class[entries], blocks.member_pos[entries]] = False
                 upper[blocks.member_class[entries], blocks.member_pos[entries]] = -np.inf
-            full.clear()
             selected.append(j)
             picked_for.append(c)
             coverage_gain.append(total_cov)
