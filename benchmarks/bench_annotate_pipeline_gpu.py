@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=50)
     parser.add_argument("--unit", type=int, default=20_000, help="items per unit (annotation.rows_per_shard)")
     parser.add_argument("--score-dtype", default="float16")
+    parser.add_argument("--score-layout", default="list", choices=["list", "packed"],
+                        help="annotation.score_layout of the shards")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--embed-batch", type=int, default=1024, help="texts per GPU batch (embedding.batch_size)")
@@ -72,7 +74,7 @@ def main() -> None:
     record = {"machine": f"{os.cpu_count()} CPU cores, GPU {gpu}, torch {torch.__version__}, "
                          f"Python {platform.python_version()}", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "items": args.items, "concepts": args.concepts, "unit": args.unit, "score_dtype": args.score_dtype,
-              "embed_batch": args.embed_batch}
+              "score_layout": args.score_layout, "embed_batch": args.embed_batch}
     ids, texts, _ = synthetic_items(args.items)
     classes = [f"class-{c}" for c in range(args.classes)]
     labels = [classes[i % args.classes] for i in range(args.items)]
@@ -128,7 +130,7 @@ def main() -> None:
     rule = from_histograms(total).with_classes(concept_classes, 2.0)
     stages["calibrate"] = time.perf_counter() - t
 
-    writer = ShardWriter(str(shards_dir), args.score_dtype, threads=args.writer_threads)
+    writer = ShardWriter(str(shards_dir), args.score_dtype, threads=args.writer_threads, score_layout=args.score_layout)
     timings = {"read": 0.0, "score": 0.0, "shard": 0.0, "write": 0.0, "tasks": 0.0}
     positives = 0
     t = time.perf_counter()
@@ -140,7 +142,7 @@ def main() -> None:
         scored = scorer.annotate(emb, unit.column("label").to_pylist(), rule)
         release_from_device(str(units_dir), group)
         t2 = time.perf_counter()
-        shard = shard_table(unit, scored)
+        shard = shard_table(unit, scored, args.score_layout)
         t3 = time.perf_counter()
         tasks_writer.submit(write_task_file, tasks_dir / f"unit-{group:07d}.jsonl", names, "bench", task_fields(unit, scored))
         t4 = time.perf_counter()
@@ -182,7 +184,7 @@ def main() -> None:
     print(json.dumps(record), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\n| path ({args.items:,} texts, {args.concepts:,} concepts, {args.score_dtype} scores) | items/s | ratio |")
+    print(f"\n| path ({args.items:,} texts, {args.concepts:,} concepts, {args.score_dtype} scores, {args.score_layout}) | items/s | ratio |")
     print("|---|---:|---:|")
     print(f"| plain `SentenceTransformer.encode` (on {n_plain:,} of the texts) | {record['plain_items_s']:,.0f} | 1.00 |")
     print(f"| the build's GPU annotation path, embed + calibrate + annotate + shards + tasks | "

@@ -204,6 +204,10 @@ class AnnotationConfig(_Frozen):
     # How the full score vectors are stored: float32, or float16 (half the size; about 3 significant digits,
     # the labels are decided on the stored values so every reader agrees).
     score_dtype: Literal["float32", "float16"] = "float32"
+    # How they are laid out: "list" (a fixed-size list of numbers, what any Parquet reader opens) or "packed"
+    # (the same bytes in one fixed-size binary cell per item: 4x cheaper to write, 5x to read; read them with
+    # conceptkit.schemas.annotations.score_matrix). For GPU builds whose shard writes are the limit.
+    score_layout: Literal["list", "packed"] = "list"
     # Class context for labelled items: a concept not proposed for the item's class needs this many more
     # standard deviations; null turns it off, 100 is CB-LLM's ACC (never such a concept).
     class_margin: float | None = Field(2.0, ge=0, le=1000)

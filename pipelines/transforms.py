@@ -539,7 +539,7 @@ class AnnotateBatch(_WithBackground):
             unit, emb = load_unit_table(self.units_dir, group, device=self.device)
             scored = self._scorer_for(selection).annotate(emb, unit.column("label").to_pylist(), rule)
             release_from_device(self.units_dir, group)
-            shard = shard_table(unit, scored)
+            shard = shard_table(unit, scored, self.cfg.score_layout)
             self._background.submit(write_task_file, Path(self.tasks_dir) / f"unit-{group:07d}.jsonl",
                                     [c["concept"] for c in selection["concepts"]], self.run_id,
                                     task_fields(unit, scored))
@@ -555,15 +555,16 @@ class WriteShards(beam.DoFn):
     ``finish_bundle`` waits for them, so a bundle ends only when its files exist (CommitShards, after the
     combine, sees them all) and a failed write fails the bundle."""
 
-    def __init__(self, directory: str, score_dtype: str = "float32") -> None:
+    def __init__(self, directory: str, score_dtype: str = "float32", score_layout: str = "list") -> None:
         self.directory = directory
         self.score_dtype = score_dtype
+        self.score_layout = score_layout
         self._writer = None
 
     def setup(self) -> None:
         from conceptkit.pipelines.annotation.units import ShardWriter
 
-        self._writer = ShardWriter(self.directory, self.score_dtype)
+        self._writer = ShardWriter(self.directory, self.score_dtype, score_layout=self.score_layout)
 
     def process(self, rows, n_concepts: int):
         with timed("write"):
@@ -762,7 +763,8 @@ def build_pipeline(
     shard_dir = str(run_dir / "annotations")
     done.append(
         annotated
-        | "WriteShards" >> beam.ParDo(WriteShards(shard_dir, cfg.annotation.score_dtype), n_concepts=beam.pvalue.AsSingleton(n_concepts))
+        | "WriteShards" >> beam.ParDo(WriteShards(shard_dir, cfg.annotation.score_dtype, cfg.annotation.score_layout),
+                                      n_concepts=beam.pvalue.AsSingleton(n_concepts))
         | "ShardNames" >> beam.combiners.ToList()
         | "CommitShards" >> beam.ParDo(CommitShards(shard_dir))
     )

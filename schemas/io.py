@@ -75,7 +75,7 @@ def encodings(schema: pa.Schema) -> tuple[list[str], list[str], list[str]]:
     added it there and some readers, Polars among them, cannot decode it yet): zstd then compresses the
     exponent bytes apart from the noisy mantissas, smaller and faster. No statistics on floats inside lists
     (score vectors): a row group's min/max over millions of list elements filters nothing, and computing it
-    took 40 % of a float16 score shard's write."""
+    took 40 % of a float16 score shard's write; none on fixed-size binary cells (packed score vectors) either."""
     dictionary, split, statistics = [], [], []
 
     def walk(path: str, kind: pa.DataType, in_list: bool) -> None:
@@ -87,7 +87,7 @@ def encodings(schema: pa.Schema) -> tuple[list[str], list[str], list[str]]:
                 walk(f"{path}.{child.name}", child.type, in_list)
             return
         floating = pa.types.is_floating(kind)
-        if not (floating and in_list):
+        if not (floating and in_list) and not pa.types.is_fixed_size_binary(kind):
             statistics.append(path)
         if pa.types.is_string(kind) or pa.types.is_large_string(kind):
             dictionary.append(path)

@@ -82,4 +82,20 @@ def fake_overrides(fake: FakeLLM, tmp_path: Path, items_path: Path, **extra: Any
 
 
 # The real Label Studio server fixtures, shared by tests/annotators and tests/dags (label_studio_sync).
+def build_annotation_variants(tmp_path: Path, items_path: Path, variants: dict[str, dict[str, Any]]) -> dict[str, Path]:
+    """One fake-LLM build of ``items_path`` per ``annotation`` override in ``variants``, under
+    ``tmp_path/runs/<variant name>``; returns each run's directory."""
+    from conceptkit.pipelines.build import run_build
+    from conceptkit.pipelines.config import load_config
+
+    runs = {}
+    with FakeLLM(DEMO_ANSWERS) as fake:
+        for name, annotation in variants.items():
+            cfg = load_config(None, fake_overrides(fake, tmp_path, items_path, out=str(tmp_path / "runs" / name),
+                                                   annotation=annotation))
+            run_build(cfg)
+            runs[name] = cfg.out_dir()
+    return runs
+
+
 from labelstudio_fixtures import ls, ls_server, tiny_run  # noqa: E402,F401

@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from conceptkit.pipelines.config import BuildConfig
 from conceptkit.pipelines.readers.items import SPLIT_NAME, InputError, image_rules, load_items, validate_row
 from conceptkit.pipelines.runs.staging import StagedRun
-from conceptkit.schemas.annotations import annotations_schema, as_stored, score_dtype_of, shard_name, shard_split, stored_schema
+from conceptkit.schemas.annotations import annotations_schema, as_stored, score_storage_of, shard_name, shard_split, stored_schema
 from conceptkit.schemas.base import named_schema
 from conceptkit.schemas.concepts import CONCEPTS
 from conceptkit.schemas.io import check_schema, read_table, write_table, write_text_atomic
@@ -296,7 +296,7 @@ def _refresh_run(
     timings = {"embed_items": time.perf_counter() - t}
     t = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    dtype = score_dtype_of(run_dir / "annotations")  # new shards keep the run's score dtype
+    dtype, layout = score_storage_of(run_dir / "annotations")  # new shards keep the run's score dtype and layout
     if todo:
         concept_emb = np.asarray(concepts.column("embedding").to_pylist(), dtype=np.float32)
         index = ConceptIndex.load(run_dir / "index")
@@ -313,7 +313,7 @@ def _refresh_run(
         rows = [{"item_id": r["item_id"], "text": r["text"], "label": r["label"], "split": r["split"],
                  "top_concept_ids": top_ids[i].tolist(),
                  "top_scores": top_scores[i].tolist(), "concept_ids": np.flatnonzero(present[i]).tolist(),
-                 "scores": scores[i]} for i, r in enumerate(todo)]
+                 "scores": scores[i].tobytes() if layout == "packed" else scores[i]} for i, r in enumerate(todo)]
     timings["annotate"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -323,7 +323,7 @@ def _refresh_run(
         _rewrite_shards(run.path("annotations"), shards, touched, concepts.num_rows)
         for split_name in sorted({r["split"] for r in rows}):
             write_table(run.path("annotations", shard_name(split_name)), [r for r in rows if r["split"] == split_name],
-                        annotations_schema(concepts.num_rows, dtype), row_group_size=8192)
+                        annotations_schema(concepts.num_rows, dtype, layout), row_group_size=8192)
         kept_rejects = [r for r in rejects.to_pylist() if not (r["stage"] == "items" and r["key"] in touched)]
         all_rejects = kept_rejects + new_rejects
         write_table(run.path("rejects.parquet"), all_rejects, REJECTS)

@@ -165,14 +165,15 @@ def unit_scorer(selection: dict, device: str | None, *, top_k: int, score_dtype:
                       device=torch_device, index=index)
 
 
-def shard_table(unit, scored):
+def shard_table(unit, scored, score_layout: str = "list"):
     """A unit's items (an Arrow table of item_id, label, text, split) and their ``Scored`` -> annotation rows as
-    an Arrow table, column by column."""
+    an Arrow table, column by column, the scores in ``score_layout``."""
     import pyarrow as pa
+
+    from conceptkit.schemas.annotations import score_column
 
     n, k = scored.top_ids.shape
     fixed = np.arange(0, (n + 1) * k, k, dtype=np.int32)
-    m = scored.scores.shape[1]
     return pa.table({
         "item_id": unit.column("item_id"),
         "text": unit.column("text"),
@@ -182,7 +183,7 @@ def shard_table(unit, scored):
         "top_scores": pa.ListArray.from_arrays(fixed, pa.array(scored.top_scores.reshape(-1), pa.float32())),
         "concept_ids": pa.ListArray.from_arrays(scored.positive_indptr.astype(np.int32),
                                                 pa.array(scored.positive_ids, pa.int32())),
-        "scores": pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(scored.scores).reshape(-1)), m),
+        "scores": score_column(scored.scores, score_layout),
     })
 
 
@@ -245,11 +246,13 @@ class ShardWriter:
     ``<split>-<id>.parquet``); ``wait`` returns when every write is done and raises the first failure.
     ``threads=1`` writes in the calling thread. Each file is written atomically (``write_table``)."""
 
-    def __init__(self, directory: str, score_dtype: str = "float32", threads: int | None = None) -> None:
+    def __init__(self, directory: str, score_dtype: str = "float32", threads: int | None = None,
+                 score_layout: str = "list") -> None:
         import os
 
         self.directory = Path(directory)
         self.score_dtype = score_dtype
+        self.score_layout = score_layout
         # All cores but two, 2 to 16: Parquet encoding of the score lists is CPU-bound (1M x 5,000 float16 scores
         # on the 16-core GPU machine: 11.1 s of waiting for 8 writer threads, 5.2 s for 14); each write in flight
         # holds one unit's table (annotation.rows_per_shard x concepts scores).
@@ -268,7 +271,7 @@ class ShardWriter:
             parts = {splits[0]: rows}
         else:
             parts = {name: rows.filter(pc.equal(rows.column("split"), name)) for name in splits}
-        schema = annotations_schema(n_concepts, self.score_dtype)
+        schema = annotations_schema(n_concepts, self.score_dtype, self.score_layout)
         out = []
         for split_name, part in sorted(parts.items()):
             name = shard_name(split_name)

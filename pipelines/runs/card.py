@@ -17,12 +17,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conceptkit.pipelines.runs.guard import RUN_MARKER, STAGING_MARKER, is_run_dir
 from conceptkit.pipelines.runs.run import RunNotFound, open_run
-from conceptkit.schemas.annotations import shard_split
+from conceptkit.schemas.annotations import score_storage_of, shard_split
 from conceptkit.schemas.base import schema_identity
 
 CARD = "README.md"
@@ -85,7 +86,9 @@ def _label_rule(cfg: dict[str, Any]) -> str:
             f"per item over the concepts) reaches {z}")
     if margin is not None:
         text += f", {margin} more for a concept not proposed for the item's class"
-    return text + f" (`labels.json`); scores stored as {_get(cfg, 'annotation.score_dtype', 'float32')}"
+    layout = _get(cfg, "annotation.score_layout", "list")
+    return (text + f" (`labels.json`); scores stored as {_get(cfg, 'annotation.score_dtype', 'float32')}"
+            + (" packed bytes per item (see Loading)" if layout == "packed" else ""))
 
 
 def _get(tree: dict[str, Any], dotted: str, default: Any = None) -> Any:
@@ -120,6 +123,8 @@ def _hf_dtype(field: pa.Field, classes: list[str]) -> dict[str, Any]:
     kind = field.type
     if field.name == "label" and classes:
         return {"dtype": {"class_label": {"names": {str(i): c for i, c in enumerate(classes)}}}}
+    if pa.types.is_fixed_size_binary(kind):
+        return {"dtype": "binary"}  # packed scores: score_matrix (conceptkit) or numpy.frombuffer
     if pa.types.is_fixed_size_list(kind):
         return {"list": str(kind.value_type), "length": kind.list_size}
     if pa.types.is_list(kind):
@@ -299,13 +304,21 @@ def render_card(run_dir: Path, manifest: dict[str, Any]) -> str:
         lines += ["", f"### `{shown}` ({ident})", ""] + _fields(schema)
 
     n = len(concepts)
+    dtype, layout = score_storage_of(run_dir / "annotations")
+    if layout == "packed":
+        scores_line = [
+            "import numpy as np",
+            f"scores = np.frombuffer(b\"\".join(annotations[\"scores\"]), \"<f{np.dtype(dtype).itemsize}\").reshape(-1, {n})"
+            f"  # packed {dtype}, column j = concept_id j"]
+    else:
+        scores_line = [f"scores = annotations[\"scores\"].to_numpy()  # (items, {n}) float32, column j = concept_id j"]
     lines += [
         "", "## Loading", "",
         "```python",
         "import polars as pl",
         f'concepts = pl.read_parquet("{out}/concepts.parquet")',
         f'annotations = pl.read_parquet("{out}/annotations/*.parquet")',
-        f"scores = annotations[\"scores\"].to_numpy()  # (items, {n}) float32, column j = concept_id j",
+        *scores_line,
         "top = annotations.explode(\"top_concept_ids\", \"top_scores\").join(",
         '    concepts.select("concept_id", "concept"), left_on="top_concept_ids", right_on="concept_id")',
         "",

@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from conceptkit.pipelines.runs.run import Run, open_run
+from conceptkit.schemas.annotations import packed_matrix, score_storage_of
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 WIDE_CLASS_TABLE_MAX = 8  # more classes than this: list each class's best concepts instead of a concept x class grid
@@ -83,7 +84,11 @@ def inspect_tables(run_dir: str | os.PathLike[str], *, max_score_items: int = 50
     if stride > 1:
         sampled = sampled.gather_every(stride)
     sample = sampled.collect()
-    scores = sample["scores"].to_numpy().astype(np.float32, copy=False)  # (items, concepts)
+    dtype, layout = score_storage_of(run.path / "annotations")
+    if layout == "packed":
+        scores = packed_matrix(sample["scores"].to_list(), dtype, concepts.height)
+    else:
+        scores = sample["scores"].to_numpy().astype(np.float32, copy=False)  # (items, concepts)
     used = f"all {n_items} items"
     if stride > 1:
         used = f"1 item in {stride} ({sample.height} of {n_items}, a systematic sample)"

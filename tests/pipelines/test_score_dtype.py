@@ -4,13 +4,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from conftest import DEMO_ANSWERS, demo_rows, fake_overrides, write_csv
-from fake_llm import FakeLLM
+from conftest import build_annotation_variants, demo_rows, write_csv
 from conceptkit.pipelines.annotation.labels import for_run
 from conceptkit.pipelines.annotation.refresh import refresh_run
-from conceptkit.pipelines.build import run_build
 from conceptkit.pipelines.cli.labelstudio import load_run
-from conceptkit.pipelines.config import load_config
 from conceptkit.pipelines.evaluation.run import evaluate_run
 from conceptkit.schemas.annotations import score_matrix, stored_schema
 from conceptkit.schemas.io import read_table
@@ -19,13 +16,7 @@ from conceptkit.schemas.io import read_table
 def test_float16_scores_halve_the_vectors_and_keep_one_rule(tmp_path):
     rows = demo_rows(per_class=12, classes=["cooking", "sports", "weather"])
     items = write_csv(tmp_path / "items.csv", rows)
-    runs = {}
-    with FakeLLM(DEMO_ANSWERS) as fake:
-        for dtype in ("float32", "float16"):
-            cfg = load_config(None, fake_overrides(fake, tmp_path, items, out=str(tmp_path / "runs" / dtype),
-                                                   annotation={"score_dtype": dtype}))
-            run_build(cfg)
-            runs[dtype] = cfg.out_dir()
+    runs = build_annotation_variants(tmp_path, items, {d: {"score_dtype": d} for d in ("float32", "float16")})
     a, b = (read_table(runs[d] / "annotations", stored_schema(runs[d] / "annotations", 12)) for d in runs)
     assert b.schema.field("scores").type.value_type == pa.float16()
     assert a.schema.field("scores").type.value_type == pa.float32()
