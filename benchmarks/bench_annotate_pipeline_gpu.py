@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--embed-batch", type=int, default=1024, help="texts per GPU batch (embedding.batch_size)")
     parser.add_argument("--no-hold", action="store_true", help="read every unit back from its file (before this change)")
     parser.add_argument("--writer-threads", type=int, default=None, help="ShardWriter threads (default: its own)")
+    parser.add_argument("--task-workers", type=int, default=None, help="review-task workers (default: task_workers)")
     parser.add_argument("--json")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -66,7 +67,7 @@ def main() -> None:
     from conceptkit.pipelines.annotation.scoring import UnitScorer
     from conceptkit.pipelines.annotation.thresholds import BINS
     from conceptkit.pipelines.annotation.units import (Background, ShardWriter, load_unit_table, release_from_device,
-                                                       save_and_keep, shard_table, task_fields,
+                                                       save_and_keep, shard_table, task_fields, task_workers,
                                                        write_task_file)
 
     cuda = args.device.startswith("cuda")
@@ -134,7 +135,9 @@ def main() -> None:
     timings = {"read": 0.0, "score": 0.0, "shard": 0.0, "write": 0.0, "tasks": 0.0}
     positives = 0
     t = time.perf_counter()
-    tasks_writer = Background(2 if cuda else 1, "tasks", processes=cuda)  # as AnnotateBatch.setup
+    workers = args.task_workers or task_workers(cuda)
+    record["task_workers"] = workers
+    tasks_writer = Background(workers, "tasks", processes=cuda)  # as AnnotateBatch.setup
     for group, _ in units:  # AnnotateBatch, then WriteShards (one split)
         t0 = time.perf_counter()
         unit, emb = load_unit_table(str(units_dir), group, device=args.device)

@@ -521,14 +521,14 @@ class AnnotateBatch(_WithBackground):
 
     def setup(self) -> None:
         from conceptkit.pipelines.annotation.scoring import engine_for
-        from conceptkit.pipelines.annotation.units import Background
+        from conceptkit.pipelines.annotation.units import Background, task_workers
 
         super().setup()
-        # Review tasks are formatted on a thread while the next unit is scored; on the GPU path in two worker
-        # processes, as formatting holds the GIL the scoring loop needs (benchmarks/README.md, "GPU: the build's
-        # annotation path").
+        # Review tasks are formatted on a thread while the next unit is scored; on the GPU path in worker
+        # processes (task_workers), as formatting holds the GIL the scoring loop needs (benchmarks/README.md,
+        # "GPU: the build's annotation path").
         cuda = engine_for(self.device)[0] == "torch"
-        self._background = Background(2 if cuda else 1, "conceptkit-tasks", processes=cuda)
+        self._background = Background(task_workers(cuda), "conceptkit-tasks", processes=cuda)
 
     def process(self, group: int, selection: dict, rule):
         from conceptkit.pipelines.annotation.units import task_fields, write_task_file

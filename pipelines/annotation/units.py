@@ -286,6 +286,15 @@ class ShardWriter:
         self._jobs.close()
 
 
+def task_workers(cuda: bool) -> int:
+    """Workers that format review tasks beside the scoring loop: one thread on the CPU path; on the GPU path
+    worker processes, a quarter of the cores (2 to 8), since with packed scores the task formatting is what the
+    GPU path waits for (benchmarks/README.md, "Score layout")."""
+    import os
+
+    return max(2, min(8, (os.cpu_count() or 2) // 4)) if cuda else 1
+
+
 def task_fields(unit, scored) -> dict:
     """What a unit's review tasks need: the unit's item columns (Arrow) and the scored top-k, positives and
     uncertainty, not the score vectors; cheap to send to another process (``Background(processes=True)``)."""
