@@ -110,7 +110,7 @@ def warm_ours(x: np.ndarray) -> float:
 
     start = time.perf_counter()
     warm = np.maximum(x[:2048] @ x[:2048].T, 0)
-    sm.lazy_greedy(sm.FacilityLocation(warm, symmetric=True), 50)
+    sm.lazy_greedy(sm.FacilityLocation(warm, symmetric=True), 100)  # through the second prune
     return time.perf_counter() - start
 
 

@@ -6,6 +6,10 @@ parallel. On the 2-core VM a 256 x 10,000 batch in cache took 0.45-0.54 ms again
 greedy at n = 10,000 ran 1.3-1.5x faster (benchmarks/README.md, "Fifth round"). A row's gain comes from the same loop whatever batch it is in, so lazy greedy still reproduces
 naive greedy; against the numpy path gains agree to float32 rounding (float64 accumulation here).
 
+Once the dense rows are pruned to live entries, ``lazy_sparse`` runs lazy greedy's steps themselves between two
+prunes (a binary heap of the bounds instead of the numpy pool, whose per-step bookkeeping was a third of the
+selection at n = 10,000), and ``live_filter`` re-prunes the live entries in one pass.
+
 ``load()`` compiles on first use (cached on disk by numba: about a second the first time on a machine, then a
 load); ``CONCEPTKIT_NUMBA=0`` turns the loops off, and without numba the numpy path runs.
 """
@@ -69,12 +73,90 @@ def _compile() -> SimpleNamespace | None:
                     k += 1
 
     @jit
+    def live_filter(indptr, indices, data, best, new_indptr, new_indices, new_data):  # keep data > best, one pass
+        k = 0
+        new_indptr[0] = 0
+        for j in range(indptr.shape[0] - 1):
+            for t in range(indptr[j], indptr[j + 1]):
+                if data[t] > best[indices[t]]:
+                    new_indices[k] = indices[t]
+                    new_data[k] = data[t]
+                    k += 1
+            new_indptr[j + 1] = k
+        return k
+
+    # A sparse row's gain in source order (no fastmath: the same sum wherever it is inlined, so a gain computed by
+    # lazy_sparse equals the one sparse_gains gives naive greedy, bit for bit).
+    @numba.njit(nogil=True, cache=True)
+    def row_gain(indptr, indices, data, j, best):
+        acc = 0.0
+        for k in range(indptr[j], indptr[j + 1]):
+            acc += max(data[k] - best[indices[k]], np.float32(0.0))
+        return acc
+
+    @jit
     def sparse_gains(indptr, indices, data, idx, best, out):  # the same over CSR rows of live entries
         for r in range(idx.shape[0]):
-            j = idx[r]
-            acc = 0.0
-            for k in range(indptr[j], indptr[j + 1]):
-                acc += max(data[k] - best[indices[k]], np.float32(0.0))
-            out[r] = acc
+            out[r] = row_gain(indptr, indices, data, idx[r], best)
 
-    return SimpleNamespace(gains=gains, live_counts=live_counts, live_fill=live_fill, sparse_gains=sparse_gains)
+    @numba.njit(nogil=True, cache=True, inline="always")
+    def above(hv, hi, a, b):  # heap order: larger bound first, the lower index on ties
+        return hv[a] > hv[b] or (hv[a] == hv[b] and hi[a] < hi[b])
+
+    @numba.njit(nogil=True, cache=True)
+    def sift_down(hv, hi, pos, size):
+        while True:
+            left = 2 * pos + 1
+            if left >= size:
+                return
+            child = left
+            if left + 1 < size and above(hv, hi, left + 1, left):
+                child = left + 1
+            if not above(hv, hi, child, pos):
+                return
+            hv[pos], hv[child] = hv[child], hv[pos]
+            hi[pos], hi[child] = hi[child], hi[pos]
+            pos = child
+
+    @numba.njit(nogil=True, cache=True)
+    def lazy_sparse(indptr, indices, data, best, upper, fresh_at, first_step, steps, selected, picked_gains):
+        """Lazy greedy steps first_step .. first_step + steps over CSR rows of live entries, a binary heap of the
+        bounds ``upper`` (stale unless ``fresh_at[j]`` is the current step): the top is picked once it is fresh,
+        so every other bound is lower or equal with a higher index, as naive greedy's first maximum. Updates
+        ``best``, ``upper`` (-inf once picked) and ``fresh_at`` in place; returns the gain evaluations."""
+        n = upper.shape[0]
+        hv = np.empty(n)
+        hi = np.empty(n, dtype=np.int64)
+        size = 0
+        for j in range(n):
+            if upper[j] > -np.inf:
+                hv[size] = upper[j]
+                hi[size] = j
+                size += 1
+        for pos in range(size // 2 - 1, -1, -1):
+            sift_down(hv, hi, pos, size)
+        evaluations = 0
+        for s in range(steps):
+            step = first_step + s
+            while fresh_at[hi[0]] != step:
+                j = hi[0]
+                g = row_gain(indptr, indices, data, j, best)
+                evaluations += 1
+                upper[j] = g
+                fresh_at[j] = step
+                hv[0] = g
+                sift_down(hv, hi, 0, size)
+            j = hi[0]
+            selected[s] = j
+            picked_gains[s] = hv[0]
+            upper[j] = -np.inf
+            size -= 1
+            hv[0], hi[0] = hv[size], hi[size]
+            sift_down(hv, hi, 0, size)
+            for k in range(indptr[j], indptr[j + 1]):
+                if data[k] > best[indices[k]]:
+                    best[indices[k]] = data[k]
+        return evaluations
+
+    return SimpleNamespace(gains=gains, live_counts=live_counts, live_fill=live_fill, live_filter=live_filter, sparse_gains=sparse_gains,
+                           lazy_sparse=lazy_sparse)

@@ -422,6 +422,24 @@ class FacilityLocation(Objective):
             state.next_prune *= 2
             self._prune(state)
 
+    def lazy_steps(self, state: _FacilityState, upper: np.ndarray, fresh_at: np.ndarray, step: int, most: int):
+        """Up to ``most`` lazy greedy steps from ``step`` in one compiled loop (kernels.py ``lazy_sparse``), once
+        the dense rows are pruned to live entries and the loops are compiled; stops at the next prune, which it
+        runs. Returns (picks, gains, evaluations), or None where the caller's own loop applies."""
+        compiled = self._kernels()
+        if state.live is None or compiled is None or most < 1:
+            return None
+        steps = min(most, state.next_prune - state.updates)
+        picks, gains = np.empty(steps, dtype=np.int64), np.empty(steps)
+        live = state.live
+        evaluations = compiled.lazy_sparse(live.indptr, live.indices, live.data, state.best, upper, fresh_at, step,
+                                           steps, picks, gains)
+        state.updates += steps
+        if state.updates == state.next_prune:
+            state.next_prune *= 2
+            self._prune(state)
+        return picks, gains, int(evaluations)
+
     def _prune(self, state: _FacilityState) -> None:
         """Keep only entries s_ij > best_i: the others contribute 0 now and forever (best only grows).
 
@@ -429,6 +447,12 @@ class FacilityLocation(Objective):
         live set again. Gains then come from short sparse rows instead of full dense ones.
         """
         best = state.best
+        if state.live is not None and self._kernels() is not None:
+            live = state.live
+            indptr, indices, data = np.empty_like(live.indptr), np.empty_like(live.indices), np.empty_like(live.data)
+            kept = self._kernels().live_filter(live.indptr, live.indices, live.data, best, indptr, indices, data)
+            state.live = _Rows(indptr, indices[:kept].copy(), data[:kept].copy())
+            return
         if state.live is not None:
             live = state.live
             keep = live.data > best[live.indices]
@@ -732,7 +756,19 @@ def lazy_greedy(
     pool = np.zeros(0, dtype=np.int64)
     outside = np.inf  # forces a build at the first step
     bar = _progress(k, "lazy greedy")
-    for step in range(k):
+    compiled_steps = getattr(objective, "lazy_steps", None)
+    while len(selected) < k:
+        step = len(selected)
+        run = compiled_steps(state, upper, fresh_at, step, k - step) if compiled_steps is not None else None
+        if run is not None:  # the objective ran steps in compiled code: same picks, the pool is rebuilt after
+            picks, picked_gains, evaluated = run
+            selected.extend(picks.tolist())
+            gains.extend(picked_gains.tolist())
+            evaluations += evaluated
+            pool, outside = np.zeros(0, dtype=np.int64), np.inf
+            if bar is not None:
+                bar.update(len(picks))
+            continue
         batch = min_batch
         # The pool is in index order, so argmax (first maximum) breaks ties to the lowest index. At a new step
         # every bound is stale; fresh_b / stale_b hold each pool entry's bound in one of the two, -inf in the other.

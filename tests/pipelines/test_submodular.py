@@ -228,6 +228,33 @@ def test_compiled_loops_match_numpy(monkeypatch, threads) -> None:
     np.testing.assert_allclose(lazy.gains, plain.gains, rtol=1e-5)
 
 
+def test_compiled_lazy_steps_equal_naive_with_ties(monkeypatch) -> None:
+    # After the first prune, lazy greedy runs in kernels.py's heap loop (lazy_sparse) between prunes; with duplicate
+    # points (exact ties everywhere) it must still pick what naive greedy picks, lowest index first, through
+    # several prunes (32, 64, 128, 256 picks).
+    pytest.importorskip("numba")
+    monkeypatch.setattr(sm, "_KERNEL_MIN_ELEMENTS", 0)
+    x = _unit(800, 12, seed=23)
+    x = np.concatenate([x, x[::3]])  # every third point twice: equal rows, equal gains
+    similarity = np.maximum(x @ x.T, 0)
+    objective = sm.FacilityLocation(similarity, symmetric=True)
+    runs = []
+    original = objective.lazy_steps
+
+    def spy(*args):
+        result = original(*args)
+        runs.append(result is not None and len(result[0]))
+        return result
+
+    monkeypatch.setattr(objective, "lazy_steps", spy)
+    lazy = sm.lazy_greedy(objective, 300)
+    naive = sm.naive_greedy(sm.FacilityLocation(similarity, symmetric=True), 300)
+    assert sum(r for r in runs if r) == 300 - 32 and len([r for r in runs if r]) >= 4
+    assert lazy.selected.tolist() == naive.selected.tolist()
+    assert lazy.gains.tolist() == naive.gains.tolist()
+    assert lazy.objective == naive.objective
+
+
 def test_on_the_fly_matches_precomputed() -> None:
     x = _unit(300, 8, seed=11)
     dense = sm.lazy_greedy(sm.FacilityLocation.from_embeddings(x), 30)
