@@ -126,6 +126,9 @@ class GenerationConfig(_Frozen):
     # Rounds (generation/rounds.py): after each, the weakest classes on a validation part of the train split get
     # contrastive questions; stops early when validation accuracy stops improving; the best round is kept.
     rounds: int = Field(1, ge=1, le=10)
+    # BatchPrompt-style requests: each question asked of this many classes at once, answers keyed per class
+    # (fewer requests and prompt tokens; 1 asks one class per request).
+    classes_per_request: int = Field(1, ge=1, le=64)
     mine_max_words: int = Field(3, ge=1, le=6)
     mine_min_items: int = Field(3, ge=1)
 

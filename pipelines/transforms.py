@@ -10,6 +10,7 @@ committed rows. This is the only module that imports ``apache_beam``.
 from __future__ import annotations
 
 import hashlib
+import json
 import heapq
 import logging
 import time
@@ -26,8 +27,9 @@ from conceptkit.pipelines.annotation.units import (load_unit_table, release_from
                                                    unit_scorer)
 from conceptkit.pipelines.config import AnnotationConfig, EmbeddingConfig, FilterConfig, SelectionConfig
 from conceptkit.pipelines.generation.client import ClientSettings
-from conceptkit.pipelines.generation.parse import ParseError, answer_parses, max_concepts_per_answer, parse_candidates
-from conceptkit.pipelines.generation.prompts import ConceptRequest, concepts_schema
+from conceptkit.pipelines.generation.parse import (ParseError, answer_parses, max_concepts_per_answer, parse_batch,
+                                                  parse_candidates)
+from conceptkit.pipelines.generation.prompts import ConceptRequest
 from conceptkit.pipelines.readers.items import image_rules
 
 logger = logging.getLogger(__name__)
@@ -159,18 +161,19 @@ class GenerateCandidates(_Progressing):
 
     def process(self, chunk: list[dict]):
         requests = [ConceptRequest(**{**r, "few_shot": tuple((c, tuple(x)) for c, x in r["few_shot"]),
-                                      "examples": tuple(r["examples"]),
+                                      "examples": tuple(r["examples"]), "batch": tuple(r["batch"]),
                                       "contrast_examples": tuple(r["contrast_examples"])}) for r in chunk]
-        jobs = [(r.messages(), concepts_schema(r.n), r.sample) for r in requests]
+        jobs = [(r.messages(), r.schema(), r.sample) for r in requests]
         with timed("generate"):
             results = self.client.run_many(jobs, on_done=lambda _: self.progress.update(1))
         cached = sum(r.cached for r in results)
         logger.info("generated candidates for %d requests (%d from the cache, %d errors): %s",
                     len(results), cached, sum(r.error is not None for r in results),
-                    ", ".join(sorted({r.class_name for r in requests})))
+                    ", ".join(sorted({c for r in requests for c in r.classes})))
         for request, result in zip(requests, results):
-            yield "calls", {
-                "key": result.key, "class_name": request.class_name, "prompt_id": request.prompt_id,
+            yield "calls", {  # a batched call names its classes as a JSON list
+                "key": result.key, "prompt_id": request.prompt_id,
+                "class_name": json.dumps(list(request.batch), ensure_ascii=False) if request.batch else request.class_name,
                 "sample": request.sample, "cached": result.cached, "error": result.error, "status": result.status,
                 "retries": result.retries, "latency_s": 0.0 if result.cached else result.latency_s,
                 "prompt_tokens": 0 if result.cached else result.prompt_tokens,
@@ -189,34 +192,44 @@ class GenerateCandidates(_Progressing):
                 counter("llm_prompt_tokens").inc(result.prompt_tokens)
                 counter("llm_completion_tokens").inc(result.completion_tokens)
                 Metrics.distribution(NS, "llm_latency_ms").update(int(result.latency_s * 1000))
-            key = f"{request.class_name}/{request.prompt_id}/{request.sample}"
+            key = "+".join(request.classes) + f"/{request.prompt_id}/{request.sample}"
             if result.error:
                 counter("llm_errors").inc()
                 yield "rejects", reject("generate", key, result.error, result.detail, raw=result.content)
                 continue
             try:
-                concepts = parse_candidates(result.content)
+                if request.batch:
+                    per_class, missing = parse_batch(result.content, request.batch)
+                else:
+                    per_class, missing = {request.class_name: parse_candidates(result.content)}, []
             except ParseError as exc:
                 counter("llm_unparseable").inc()
                 yield "rejects", reject("generate", key, exc.reason, str(exc), raw=result.content)
                 continue
-            cap = max_concepts_per_answer(request.n)
-            if len(concepts) > cap:
-                yield "rejects", reject("generate", key, "too_many_concepts",
-                                        f"{len(concepts)} concepts for {request.n} asked; kept the first {cap}",
+            for name in missing:  # a batched answer without this class's list: the other classes' lists stand
+                yield "rejects", reject("generate", f"{name}/{request.prompt_id}/{request.sample}", "missing_class",
+                                        f"the batched answer has no concept list for {json.dumps(name)}",
                                         raw=result.content)
-                concepts = concepts[:cap]
-            counter("candidates_proposed").inc(len(concepts))
-            for position, concept in enumerate(concepts):
-                yield "candidates", {
-                    "position": position,
-                    "raw": concept,
-                    "classes": [request.class_name],
-                    "prompt_id": request.prompt_id,
-                    "prompt": request.question,
-                    "model": self.settings.model,
-                    "sample": request.sample,
-                }
+            for name, concepts in per_class.items():
+                yield from self._candidates(request, name, concepts, result.content)
+
+    def _candidates(self, request: ConceptRequest, name: str, concepts: list[str], raw: str):
+        cap = max_concepts_per_answer(request.n)
+        if len(concepts) > cap:
+            yield "rejects", reject("generate", f"{name}/{request.prompt_id}/{request.sample}", "too_many_concepts",
+                                    f"{len(concepts)} concepts for {request.n} asked; kept the first {cap}", raw=raw)
+            concepts = concepts[:cap]
+        counter("candidates_proposed").inc(len(concepts))
+        for position, concept in enumerate(concepts):
+            yield "candidates", {
+                "position": position,
+                "raw": concept,
+                "classes": [name],
+                "prompt_id": request.prompt_id,
+                "prompt": request.question,
+                "model": self.settings.model,
+                "sample": request.sample,
+            }
 
 
 class EmbedItems(_WithBackground):

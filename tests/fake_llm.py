@@ -3,7 +3,8 @@
 ``FakeLLM(answers={...})`` serves ``POST /v1/chat/completions`` and ``GET /v1/models`` on 127.0.0.1 on a free
 port. The answer for a request is chosen by the class name quoted in the user message (``answers[class]``, a list
 of concepts, returned as ``{"concepts": [...]}``; for a contrastive question about class A against B,
-``answers["A vs B"]`` when given), else generic words. ``faults`` is a list consumed one per
+``answers["A vs B"]`` when given), else generic words; a batched question (several class names listed) gets one
+object keyed by every listed class name but those in ``skip_classes``. ``faults`` is a list consumed one per
 request before normal answers: ``"429"`` (with Retry-After), ``"500"``, ``"503"``, ``"400"``, ``"hang"`` (sleeps
 past the client's timeout), ``"reset"`` (closes the connection), ``"malformed"``, ``"empty"``, ``"schema"``
 (JSON of the wrong shape), ``"repeat"`` (one concept repeated many times), ``"401"``, ``"429:SECONDS"`` (a 429
@@ -26,6 +27,7 @@ from typing import Any
 
 _CLASS = re.compile(r'Class name \(data, not instructions\): (".*?")\n')
 _VERSUS = re.compile(r'apart from items of class (".*?")')
+_LISTED = re.compile(r'^\d+\. (".*")$', re.MULTILINE)
 GENERIC = ["distinctive detail", "typical setting", "common object", "usual activity", "key vocabulary",
            "frequent phrase", "characteristic tone", "related entity"]
 
@@ -46,7 +48,9 @@ class FakeLLM:
         refuse_json_schema: bool = False,
         model: str = "fake-model",
         slots_status: int | None = None,
+        skip_classes: tuple[str, ...] = (),
     ) -> None:
+        self.skip_classes = skip_classes  # batched answers leave these classes out
         self.slots_status = slots_status
         self.slot_calls: list[tuple[int, str, str]] = []  # (slot, action, filename)
         self.answers = answers or {}
@@ -87,6 +91,10 @@ class FakeLLM:
             return self.faults.pop(0) if self.faults else None
 
     def answer_for(self, body: dict[str, Any]) -> str:
+        last = next((m["content"] for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
+        if "Class names (data, not instructions):" in last:  # a batched question: one list per class, keyed
+            names = [json.loads(m.group(1)) for m in _LISTED.finditer(last.split("Class names (data, not instructions):")[1])]
+            return json.dumps({name: self.answers.get(name, GENERIC) for name in names if name not in self.skip_classes})
         user = next((m["content"] for m in body.get("messages", []) if m.get("role") == "user"), "")
         match = _CLASS.search(user)
         name = json.loads(match.group(1)) if match else ""

@@ -56,6 +56,7 @@ BUILD_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--domain", "generation.domain", dict(help="what the data is, e.g. 'news articles' (fills {domain})")),
     ("--concepts-per-prompt", "generation.concepts_per_prompt", dict(type=int, metavar="N", help="concepts asked for per prompt (default 10)")),
     ("--examples-per-class", "generation.examples_per_class", dict(type=int, metavar="N", help="representative train items of a class shown with every question about it (default 0: class names only)")),
+    ("--classes-per-request", "generation.classes_per_request", dict(type=int, metavar="N", help="ask each question of N classes in one request, answers keyed per class (default 1)")),
     ("--rounds", "generation.rounds", dict(type=int, metavar="N", help="generation rounds: after each, contrastive questions for the weakest classes on a validation part of the train split (default 1)")),
     ("--score-dtype", "annotation.score_dtype", dict(choices=["float32", "float16"], help="how the full score vectors are stored: float32 (default) or float16 (half the size)")),
     ("--score-layout", "annotation.score_layout", dict(choices=["list", "packed"], help="score vectors as a list of numbers (default) or packed bytes per item (4x faster to write; read with score_matrix)")),

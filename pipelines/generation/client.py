@@ -259,7 +259,7 @@ class ChatClient:
         self._limiter: RateLimiter | None = None
         self._primed: str | None = None  # digest of the prefix the server's slots were last primed with
         self._mode_index = 0  # falls back json_schema -> json_object -> text when a server refuses a mode
-        self.accept: Callable[[str], bool] | None = None  # which answers may be cached (e.g. those that parse)
+        self.accept: Callable[[str, dict | None], bool] | None = None  # which answers may be cached (those that parse)
 
     def key_for(self, messages: Sequence[dict[str, str]], sample: int) -> str:
         return request_key(self.settings.model, messages, self.settings.sampling_params(sample))
@@ -368,7 +368,7 @@ class ChatClient:
             break
         result.latency_s = time.perf_counter() - started
         # Only answers the caller accepts (``accept``: they parse) are cached, so a rerun asks again for the rest.
-        if result.error is None and self.cache is not None and (self.accept is None or self.accept(result.content)):
+        if result.error is None and self.cache is not None and (self.accept is None or self.accept(result.content, schema)):
             self.cache.put(
                 key,
                 self.settings.model,

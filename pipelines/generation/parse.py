@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d{1,3}[.)]|\(\d{1,3}\))\s+(.+?)\s*$")
@@ -46,8 +47,8 @@ def cut_repetition(items: list[str], *, max_repeats: int = 2) -> list[str]:
     return out
 
 
-def parse_candidates(text: str | None) -> list[str]:
-    """Concept strings from an LLM answer; raises ``ParseError`` (reason: empty, schema_violation, unparseable)."""
+def _json_body(text: str | None) -> tuple[str, object]:
+    """(the answer without a Markdown fence, its JSON value or None); raises ``ParseError`` for an empty answer."""
     if text is None or not text.strip():
         raise ParseError("empty", "empty answer")
     body = text.strip()
@@ -55,9 +56,14 @@ def parse_candidates(text: str | None) -> list[str]:
     if fenced:
         body = fenced.group(1)
     try:
-        data = json.loads(body)
+        return body, json.loads(body)
     except json.JSONDecodeError:
-        data = None
+        return body, None
+
+
+def parse_candidates(text: str | None) -> list[str]:
+    """Concept strings from an LLM answer; raises ``ParseError`` (reason: empty, schema_violation, unparseable)."""
+    body, data = _json_body(text)
     if isinstance(data, dict):
         concepts = data.get("concepts")
         if not isinstance(concepts, list):
@@ -75,14 +81,46 @@ def parse_candidates(text: str | None) -> list[str]:
     raise ParseError("unparseable", "answer is neither JSON nor a list")
 
 
+def _key(name: str) -> str:
+    return " ".join(name.casefold().split())
+
+
+def parse_batch(text: str | None, classes: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """A batched answer (one JSON object, a concept list per class name) -> ({class: concepts}, the classes it
+    lacks). Keys match the class names exactly, else ignoring case and spacing; other keys are ignored. Raises
+    ``ParseError`` when the answer is not such an object or holds a list for none of ``classes``."""
+    body, data = _json_body(text)
+    if data is None:
+        raise ParseError("malformed_json" if body.lstrip().startswith("{") else "unparseable",
+                         "a batched answer must be one JSON object keyed by class name")
+    if not isinstance(data, dict):
+        raise ParseError("schema_violation", f"JSON {type(data).__name__} is not an object keyed by class name")
+    loose = {_key(k): v for k, v in data.items() if isinstance(k, str)}
+    found, missing = {}, []
+    for name in classes:
+        value = data.get(name, loose.get(_key(name)))
+        if isinstance(value, list) and all(isinstance(v, str) for v in value) and value:
+            found[name] = cut_repetition(list(value))
+        else:
+            missing.append(name)
+    if not found:
+        raise ParseError("schema_violation", "the answer holds a concept list for none of the classes asked")
+    return found, missing
+
+
 def max_concepts_per_answer(asked: int) -> int:
     """How many concepts of one answer are kept: a few times what was asked; the rest is a runaway list."""
     return max(4 * asked, 50)
 
 
-def answer_parses(text: str | None) -> bool:
-    """Whether an answer holds a concept list: only those are cached (a bad answer is asked again next time)."""
+def answer_parses(text: str | None, schema: dict | None = None) -> bool:
+    """Whether an answer holds what was asked: a concept list, or for a batched request (``schema`` keyed by class
+    names, prompts.batch_schema) a list for every class. Only those are cached, so a rerun asks again for the
+    rest (a batched answer that lacks a class is asked again whole)."""
+    classes = [k for k in (schema or {}).get("required", ()) if k != "concepts"]
     try:
+        if classes:
+            return not parse_batch(text, classes)[1]
         parse_candidates(text)
     except ParseError:
         return False

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from conceptkit.pipelines.generation.prompts import ConceptRequest, concepts_schema, shorten
+from conceptkit.pipelines.generation.prompts import ConceptRequest, shorten
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class RoundRecord:
 
 
 def _candidates_of(requests, results, model: str) -> list:
-    from conceptkit.pipelines.generation.parse import ParseError, max_concepts_per_answer, parse_candidates
+    from conceptkit.pipelines.generation.parse import ParseError, max_concepts_per_answer, parse_batch, parse_candidates
     from conceptkit.pipelines.selection.filters import Candidate
 
     out = []
@@ -130,12 +130,14 @@ def _candidates_of(requests, results, model: str) -> list:
         if result.error:
             continue
         try:
-            concepts = parse_candidates(result.content)
+            per_class = (parse_batch(result.content, request.batch)[0] if request.batch
+                         else {request.class_name: parse_candidates(result.content)})
         except ParseError:
             continue
-        for position, concept in enumerate(concepts[: max_concepts_per_answer(request.n)]):
-            out.append(Candidate(raw=concept, classes=[request.class_name], prompt_id=request.prompt_id,
-                                 prompt=request.question, model=model, sample=request.sample, position=position))
+        for name, concepts in per_class.items():
+            for position, concept in enumerate(concepts[: max_concepts_per_answer(request.n)]):
+                out.append(Candidate(raw=concept, classes=[name], prompt_id=request.prompt_id,
+                                     prompt=request.question, model=model, sample=request.sample, position=position))
     return out
 
 
@@ -211,7 +213,7 @@ def run_rounds(cfg, classes: Sequence[str], base: list[ConceptRequest], sample: 
     asked: set[tuple[str, str]] = set()
     best = (-1.0, 0, 0)  # (accuracy, round, number of requests)
     for round_no in range(1, cfg.generation.rounds + 1):
-        jobs = [(r.messages(), concepts_schema(r.n), r.sample) for r in new]
+        jobs = [(r.messages(), r.schema(), r.sample) for r in new]
         keys = [client.key_for(m, s) for m, _, s in jobs]
         if not (llm_cache and not client.settings.refresh_cache and llm_cache.has_all(keys)):
             ensure_llm()

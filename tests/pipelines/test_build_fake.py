@@ -308,3 +308,31 @@ def test_summary_reports_the_generation_tokens_per_second(tmp_path):
     text = format_summary(summary)
     rate = summary.llm["completion_tokens"] / summary.timings_s["generate"]
     assert summary.llm["completion_tokens"] > 0 and f"{rate:.1f} completion tokens/s" in text
+
+
+def test_batched_requests_build_with_answers_keyed_per_class(tmp_path):
+    # Two classes per request: half the requests; every class gets the concepts its key held; a class the batched
+    # answer leaves out is a reject (missing_class), the other classes' lists stand, and that answer is not cached:
+    # a rerun asks again only the requests whose answers lacked a class.
+    classes = ["cooking", "music", "weather", "sports"]
+    items = write_csv(tmp_path / "items.csv", demo_rows(per_class=6, classes=classes))
+    with FakeLLM(DEMO_ANSWERS, skip_classes=("weather",)) as fake:
+        cfg = load_config(None, fake_overrides(fake, tmp_path, items, generation={"classes_per_request": 2}))
+        run_build(cfg)
+        first = fake.completions
+        run_build(cfg)
+        again = fake.completions - first
+    templates = 2  # the text family's questions
+    assert first == 2 * templates and again == templates  # [cooking, music] cached, [weather, sports] asked again
+    candidates = read_table(cfg.out_dir() / "candidates.parquet", CANDIDATES).to_pylist()
+    llm = [c for c in candidates if c["source"] == "llm"]
+    for name in ("cooking", "music", "sports"):
+        proposed = {c["raw"] for c in llm if name in c["classes"]}
+        assert set(DEMO_ANSWERS[name]) <= proposed
+    assert not any(c["classes"] == ["weather"] for c in llm)
+    rejects = read_table(cfg.out_dir() / "rejects.parquet", REJECTS).to_pylist()
+    assert sorted(r["key"] for r in rejects if r["reason"] == "missing_class") == [
+        f"weather/{p}/0" for p in ("text-topics", "text-vocabulary")]
+    calls = pq.read_table(cfg.out_dir() / "llm_calls.parquet").to_pylist()
+    assert sorted(json.loads(c["class_name"]) if c["class_name"].startswith("[") else c["class_name"]
+                  for c in calls)[0] == ["cooking", "music"]
