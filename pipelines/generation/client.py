@@ -272,9 +272,16 @@ class ChatClient:
             return {"type": "json_object"}
         return {"type": "json_schema", "json_schema": {"name": "concepts", "schema": schema, "strict": True}}
 
+    def _max_tokens(self, schema: dict[str, Any] | None) -> int:
+        """``max_tokens`` for one answer: per concept list, so a batched request (a schema keyed by several class
+        names, prompts.batch_schema) gets that many times the budget of one class."""
+        lists = [k for k in (schema or {}).get("required", ()) if k != "concepts"]
+        return self.settings.max_tokens * max(1, len(lists))
+
     async def _call(self, messages: Sequence[dict[str, str]], schema: dict[str, Any] | None, sample: int):
         params = self.settings.sampling_params(sample)
         params.pop("sample")
+        params["max_tokens"] = self._max_tokens(schema)
         kwargs: dict[str, Any] = dict(model=self.settings.model, messages=list(messages), **params)
         response_format = self._response_format(schema)
         if response_format is not None:
@@ -293,7 +300,7 @@ class ChatClient:
         result = LLMResult(key=key)
         estimate = estimate_tokens(messages)
         if self.settings.max_cost is not None:
-            worst = self.spent + self.settings.cost(estimate, self.settings.max_tokens)
+            worst = self.spent + self.settings.cost(estimate, self._max_tokens(schema))
             if worst > self.settings.max_cost:
                 result.error = "budget_exceeded"
                 result.detail = f"estimated spend {worst:.4f} USD would exceed max_cost {self.settings.max_cost} USD"
@@ -302,7 +309,7 @@ class ChatClient:
         attempt = 0
         while True:
             if self._limiter is not None:
-                await self._limiter.acquire(estimate + self.settings.max_tokens)
+                await self._limiter.acquire(estimate + self._max_tokens(schema))
             try:
                 # The whole request, not each read: a server that drips one byte a second never times out a read.
                 response = await asyncio.wait_for(self._call(messages, schema, sample), self.settings.timeout_s)

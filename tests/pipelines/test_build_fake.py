@@ -322,6 +322,8 @@ def test_batched_requests_build_with_answers_keyed_per_class(tmp_path):
         first = fake.completions
         run_build(cfg)
         again = fake.completions - first
+        budgets = {body["max_tokens"] for body in fake.bodies}
+    assert budgets == {2 * cfg.llm.max_tokens}  # max_tokens per concept list: two classes, twice one's budget
     templates = 2  # the text family's questions
     assert first == 2 * templates and again == templates  # [cooking, music] cached, [weather, sports] asked again
     candidates = read_table(cfg.out_dir() / "candidates.parquet", CANDIDATES).to_pylist()
