@@ -69,10 +69,14 @@ def pick_classes(classes: list[str], n: int) -> list[str]:
     return [classes[i] for i in idx]
 
 
-def build(*, n_classes: int, family: str, per_prompt: int, k_per_class: int) -> dict:
+def run_dir(family: str, n: int, batch: int) -> Path:
+    return WORK / (f"{family}-{n}" + (f"-batch{batch}" if batch > 1 else ""))
+
+
+def build(*, n_classes: int, family: str, per_prompt: int, k_per_class: int, batch: int = 1) -> dict:
     classes, _, _ = read_awa2()
     chosen = pick_classes(classes, n_classes)
-    out = WORK / f"{family}-{len(chosen)}"
+    out = run_dir(family, len(chosen), batch)
     out.mkdir(parents=True, exist_ok=True)
     items = out / "items.csv"
     with items.open("w", encoding="utf-8", newline="") as f:
@@ -81,7 +85,7 @@ def build(*, n_classes: int, family: str, per_prompt: int, k_per_class: int) -> 
         for i, c in enumerate(chosen):
             w.writerow([f"awa2-{i}", f"a photograph of a {c}", c])
     cfg = build_config(items=items, out=out / "run", family=family, domain="animal photographs",
-                       concepts_per_prompt=per_prompt, k_per_class=k_per_class)
+                       concepts_per_prompt=per_prompt, k_per_class=k_per_class, classes_per_request=batch)
     return run_logged_build(cfg, out / "build_summary.json")
 
 
@@ -91,14 +95,14 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def evaluate(*, n_classes: int, family: str, k: int = 10) -> dict:
+def evaluate(*, n_classes: int, family: str, k: int = 10, batch: int = 1) -> dict:
     import pyarrow.parquet as pq
 
     from conceptkit.annotators.embedding import TextEmbedder
 
     classes, attributes, matrix = read_awa2()
     chosen = pick_classes(classes, n_classes)
-    run = WORK / f"{family}-{len(chosen)}" / "run"
+    run = run_dir(family, len(chosen), batch) / "run"
     emb = TextEmbedder(EMBEDDING_MODEL)
     attr = emb.encode([READABLE.get(a, a) for a in attributes])
     labels = {c: matrix[classes.index(c)] for c in chosen}
@@ -160,7 +164,7 @@ def evaluate(*, n_classes: int, family: str, k: int = 10) -> dict:
     record = {"family": family, "classes": chosen, "summary": summary, "per_class": per_class,
               "accepted_per_class_mean": float(np.mean([len(accepted[c]) for c in chosen])),
               "selected_per_class_mean": float(np.mean([len(selected[c]) for c in chosen]))}
-    (WORK / f"{family}-{len(chosen)}" / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
+    (run_dir(family, len(chosen), batch) / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
@@ -171,14 +175,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--family", choices=["lfcbm", "labo"], default="lfcbm")
     parser.add_argument("--per-prompt", type=int, default=10)
     parser.add_argument("--k-per-class", type=int, default=8)
+    parser.add_argument("--classes-per-request", type=int, default=1, help="generation.classes_per_request")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     if args.stage in ("build", "all"):
         print(json.dumps(build(n_classes=args.classes, family=args.family, per_prompt=args.per_prompt,
-                               k_per_class=args.k_per_class), indent=2), file=sys.stderr)
+                               k_per_class=args.k_per_class, batch=args.classes_per_request), indent=2), file=sys.stderr)
     if args.stage in ("eval", "all"):
-        record = evaluate(n_classes=args.classes, family=args.family, k=args.k_per_class)
+        record = evaluate(n_classes=args.classes, family=args.family, k=args.k_per_class, batch=args.classes_per_request)
         print(f"AwA2, {len(record['classes'])} classes, family {args.family}; mean concepts per class: "
               f"{record['accepted_per_class_mean']:.1f} accepted, {record['selected_per_class_mean']:.1f} selected; "
               f"{platform.machine()} {os.cpu_count()} cores; {datetime.now(timezone.utc).strftime('%Y-%m-%d')}\n")

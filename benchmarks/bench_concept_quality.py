@@ -131,7 +131,7 @@ def per_class_sample(labels: list[str], classes: list[str], k: int, seed: int) -
 
 
 def build_config(*, items: Path, out: Path, family: str, domain: str, concepts_per_prompt: int, k_per_class: int,
-                 classes_file: Path | None = None, label_column: str | None = "label"):
+                 classes_file: Path | None = None, label_column: str | None = "label", classes_per_request: int = 1):
     from conceptkit.pipelines.config import load_config
 
     overrides = {
@@ -141,7 +141,8 @@ def build_config(*, items: Path, out: Path, family: str, domain: str, concepts_p
                   "classes_file": str(classes_file) if classes_file else None},
         "llm": {"embedded_port": LLM_PORT, "concurrency": 4, "temperature": 0.7, "seed": 0, "max_tokens": 320,
                 "timeout_s": 1800.0},  # a loaded 2-core machine can take minutes per answer; a timeout wastes it
-        "generation": {"family": family, "domain": domain, "concepts_per_prompt": concepts_per_prompt},
+        "generation": {"family": family, "domain": domain, "concepts_per_prompt": concepts_per_prompt,
+                       "classes_per_request": classes_per_request},
         "selection": {"k_per_class": k_per_class},
     }
     return load_config(None, overrides)
