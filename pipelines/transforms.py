@@ -10,8 +10,8 @@ committed rows. This is the only module that imports ``apache_beam``.
 from __future__ import annotations
 
 import hashlib
-import json
 import heapq
+import json
 import logging
 import time
 from collections.abc import Sequence

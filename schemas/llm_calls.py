@@ -1,7 +1,8 @@
 """One row per LLM request of a run: the accounting behind the manifest's LLM section.
 
 ``cached`` rows were answered from the cache (no tokens, no latency, no cost). ``error`` is the typed reason of a
-failed request (``http_503``, ``timeout``, ``budget_exceeded``...), null on success.
+failed request (``http_503``, ``timeout``, ``budget_exceeded``...), null on success. ``class_name`` is the class
+asked about, or for a request of several classes (``generation.classes_per_request``) their names as a JSON list.
 """
 
 import pyarrow as pa
