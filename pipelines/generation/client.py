@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conceptkit.pipelines.generation.prompts import batched_classes
+
 logger = logging.getLogger(__name__)
 
 RESPONSE_MODES = ("json_schema", "json_object", "text")
@@ -275,8 +277,7 @@ class ChatClient:
     def _max_tokens(self, schema: dict[str, Any] | None) -> int:
         """``max_tokens`` for one answer: per concept list, so a batched request (a schema keyed by several class
         names, prompts.batch_schema) gets that many times the budget of one class."""
-        lists = [k for k in (schema or {}).get("required", ()) if k != "concepts"]
-        return self.settings.max_tokens * max(1, len(lists))
+        return self.settings.max_tokens * max(1, len(batched_classes(schema)))
 
     async def _call(self, messages: Sequence[dict[str, str]], schema: dict[str, Any] | None, sample: int):
         params = self.settings.sampling_params(sample)

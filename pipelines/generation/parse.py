@@ -11,6 +11,8 @@ import json
 import re
 from collections.abc import Sequence
 
+from conceptkit.pipelines.generation.prompts import batched_classes
+
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d{1,3}[.)]|\(\d{1,3}\))\s+(.+?)\s*$")
 
@@ -117,7 +119,7 @@ def answer_parses(text: str | None, schema: dict | None = None) -> bool:
     """Whether an answer holds what was asked: a concept list, or for a batched request (``schema`` keyed by class
     names, prompts.batch_schema) a list for every class. Only those are cached, so a rerun asks again for the
     rest (a batched answer that lacks a class is asked again whole)."""
-    classes = [k for k in (schema or {}).get("required", ()) if k != "concepts"]
+    classes = batched_classes(schema)
     try:
         if classes:
             return not parse_batch(text, classes)[1]

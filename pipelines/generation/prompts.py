@@ -78,6 +78,13 @@ def batch_schema(classes: Sequence[str], n: int) -> dict:
             "additionalProperties": False}
 
 
+def batched_classes(schema: dict | None) -> list[str]:
+    """The class names a batched answer must hold (``batch_schema``), or [] for one class's answer
+    (``concepts_schema``, or no schema); a batch may hold a class that is itself named "concepts"."""
+    required = list((schema or {}).get("required", ()))
+    return [] if required == ["concepts"] else required
+
+
 def check_template(template: str) -> None:
     """Raise ``ValueError`` naming the placeholder if ``template`` uses one we cannot fill. ``{class}`` is optional:
     the class name always follows the question on a line of its own."""

@@ -204,3 +204,5 @@ def test_batched_answers_parse_per_class():
     assert answer_parses('{"a": ["x"], "b": ["y"]}', two) and not answer_parses('{"a": ["x"]}', two)
     assert answer_parses('{"concepts": ["x"]}', concepts_schema(3)) and answer_parses('{"concepts": ["x"]}')
     assert not answer_parses('{"a": ["x"], "b": [1]}', two) and not answer_parses("[1]", two)
+    named = batch_schema(["concepts", "b"], 3)  # a class may be called "concepts": both lists are still required
+    assert not answer_parses('{"concepts": ["x"]}', named) and answer_parses('{"concepts": ["x"], "b": ["y"]}', named)
