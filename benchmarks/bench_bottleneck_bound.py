@@ -112,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
               "|---|---:|---:|---:|---:|")
         for name, a, b in ((f"black box ({e_train.shape[1]} dimensions)", e_train, e_test),
                            (f"the run's {m} concept scores", s_train, s_test)):
-            c, val, test = tuned(a, y_train, b, y_test, args.tune_c)
-            print(f"| {name} | {c:g} | {val:.4f} | {test:.4f} | {accuracy(a, b):.4f} |")
+            row = models.tuned_row(name, a, y_train, b, y_test, grid=args.tune_c)  # what `conceptkit eval --tune-c` does
+            print(f"| {name} | {row.extra['C']:g} | {row.extra['validation_accuracy']:.4f} | {row.accuracy_mean:.4f} | "
+                  f"{accuracy(a, b):.4f} |")
     if args.pool:
         import pyarrow.parquet as pq
 
@@ -127,29 +128,6 @@ def main(argv: list[str] | None = None) -> int:
                 name, e_train @ vec.T, y_train, e_test @ vec.T, y_test, n_classes=len(classes), shots=(1, 4))}
             print(f"| {name} | {acc[1]:.3f} | {acc[4]:.3f} | {acc['all']:.3f} |")
     return 0
-
-
-def tuned(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, grid, seed: int = 0):
-    """(C, validation accuracy, test accuracy): C picked on a stratified fifth of the train items (fitted on the
-    other four fifths, standardised with their statistics), then refitted on all train items at that C."""
-    import warnings
-
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
-
-    from conceptkit.pipelines.evaluation import models
-
-    fit_idx, val_idx = train_test_split(np.arange(len(y_train)), test_size=0.2, stratify=y_train, random_state=seed)
-
-    def score(c: float, a: np.ndarray, ya: np.ndarray, b: np.ndarray, yb: np.ndarray) -> float:
-        a, b = models.standardise(a, b)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return float(np.mean(LogisticRegression(C=c, max_iter=2000).fit(a, ya).predict(b) == yb))
-
-    val = {c: score(c, x_train[fit_idx], y_train[fit_idx], x_train[val_idx], y_train[val_idx]) for c in grid}
-    best = max(grid, key=lambda c: (val[c], -c))  # ties to the stronger regularisation
-    return best, val[best], score(best, x_train, y_train, x_test, y_test)
 
 
 def span_directions(pool: np.ndarray, x: np.ndarray, y: np.ndarray, m: int) -> np.ndarray:

@@ -211,7 +211,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 2
     try:
         result = evaluate_run(args.run, test_file=args.test, compare=args.compare or (), seeds=args.seeds,
-                              shots=shots, nec=args.nec, out=args.out,
+                              shots=shots, nec=args.nec, out=args.out, tune_c=args.tune_c,
                               test_columns=_columns(args))
     except EvalError as exc:
         print(f"conceptkit eval: error: {' '.join(str(exc).split())[:400]}", file=sys.stderr)
@@ -309,6 +309,9 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seeds", type=int, default=10, metavar="N", help="few-shot draws per shot count (default 10)")
     ev.add_argument("--shots", default="1,2,4,8,16", metavar="LIST", help="labelled items per class (default 1,2,4,8,16)")
     ev.add_argument("--nec", type=int, default=5, metavar="N", help="effective concepts per class of the sparse model (default 5)")
+    ev.add_argument("--tune-c", action="store_true",
+                    help="also fit the all-data bottleneck and black box with C chosen on a validation fifth of the "
+                    "train split (rows bottleneck_tuned_c, black_box_tuned_c; the other rows keep C = 1)")
     ev.add_argument("--out", metavar="DIR", help="where to write (default RUN/eval)")
     ev.set_defaults(func=_cmd_eval)
     llm = sub.add_parser("llm", help="the embedded local LLM").add_subparsers(dest="llm_command", required=True)

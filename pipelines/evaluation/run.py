@@ -102,6 +102,7 @@ def evaluate_run(
     out: str | os.PathLike[str] | None = None,
     embedder=None,
     report: bool = True,
+    tune_c: bool = False,
 ) -> EvalResult:
     """Evaluate a run (see the module docstring); raises ``EvalError`` for what the user can fix."""
     from conceptkit.annotators.embedding import TextEmbedder
@@ -189,6 +190,9 @@ def evaluate_run(
                            extra={"nec": round(sparse.nec, 2), "nec_target": nec}))
     rows += models.few_shot_rows("black_box", train_emb, y_train, test_emb, y_test, n_classes=n_classes,
                                  shots=shots, seeds=seeds)
+    if tune_c:  # all data with C chosen on a validation fifth of the train split, for the concepts and the black box
+        rows.append(models.tuned_row("bottleneck_tuned_c", train_scores, y_train, test_scores, y_test))
+        rows.append(models.tuned_row("black_box_tuned_c", train_emb, y_train, test_emb, y_test))
     rows += _random_rows(model, train_emb, y_train, test_emb, y_test, n=len(names), n_classes=n_classes,
                          shots=shots, seeds=seeds)
     class_emb = model.encode([c for c in classes])

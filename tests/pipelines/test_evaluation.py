@@ -68,6 +68,24 @@ def test_sparse_model_respects_nec_and_finds_the_informative_features():
     assert all(sparse.weights[k, k] > 0 for k in range(informative))
 
 
+def test_tuned_c_is_chosen_on_the_train_split_only():
+    # `eval --tune-c`: C comes from a validation fifth of the train items, so the test labels cannot move it; a
+    # noisy many-feature problem wants strong regularisation; too few items per class skips the row with a note.
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(3), 40)
+    x = rng.standard_normal((120, 60)).astype(np.float32)
+    x[:, 0] += 1.5 * y  # one informative feature among 60 noisy ones
+    x_test = rng.standard_normal((60, 60)).astype(np.float32)
+    y_test = np.repeat(np.arange(3), 20)
+    x_test[:, 0] += 1.5 * y_test
+    row = models.tuned_row("bottleneck_tuned_c", x, y, x_test, y_test)
+    shuffled = models.tuned_row("bottleneck_tuned_c", x, y, x_test, rng.permutation(y_test))
+    assert row.extra == shuffled.extra and row.extra["C"] in models.C_GRID
+    assert row.extra["C"] < 1.0 and row.shots == "all" and 0 <= row.accuracy_mean <= 1
+    small = models.tuned_row("b", x[:12], np.repeat(np.arange(3), 4), x_test, y_test)
+    assert small.seeds == 0 and "fewer than 5" in small.notes[0]
+
+
 def test_random_phrases_are_seeded_generic_and_read_compare(tmp_path):
     assert random_phrases(5, 1) == random_phrases(5, 1) != random_phrases(5, 2)
     (tmp_path / "a.txt").write_text("one\ntwo\n\none\n")
@@ -199,6 +217,11 @@ def test_python_api_evaluate(run):
 
     report = conceptkit.evaluate(run["out"], seeds=2, out=run["tmp"] / "api-eval")
     assert {r["model"] for r in report["results"]} >= {"bottleneck", "black_box", "random", "zero_shot", "sparse"}
+    assert not {"bottleneck_tuned_c", "black_box_tuned_c"} & {r["model"] for r in report["results"]}
+    tuned = conceptkit.evaluate(run["out"], seeds=2, out=run["tmp"] / "api-eval-tuned", tune_c=True)
+    rows = {r["model"]: r for r in tuned["results"] if r["shots"] == "all"}
+    for name in ("bottleneck_tuned_c", "black_box_tuned_c"):
+        assert rows[name]["C"] in models.C_GRID and 0 <= rows[name]["accuracy_mean"] <= 1
 
 
 def test_report_renders_in_a_real_browser(run, capsys):
