@@ -133,6 +133,13 @@ class GenerationConfig(_Frozen):
     mine_min_items: int = Field(3, ge=1)
 
     @model_validator(mode="after")
+    def _batches_ask_about_names(self) -> "GenerationConfig":
+        if self.classes_per_request > 1 and self.examples_per_class:
+            raise ValueError("generation.classes_per_request > 1 cannot be combined with generation.examples_per_class "
+                             "(grounding shows items of one class per question)")
+        return self
+
+    @model_validator(mode="after")
     def _custom_needs_templates(self) -> "GenerationConfig":
         if self.family == "custom" and not self.templates:
             raise ValueError("generation.family 'custom' needs at least one entry in generation.templates")

@@ -186,6 +186,8 @@ def test_batched_requests_refuse_grounding_and_class_templates():
                        extra_templates=[("mine", "What marks {class}?")])
     with pytest.raises(ConfigError, match="classes_per_request"):
         load_config(None, {"items": {"path": "x.csv"}, "generation": {"classes_per_request": 0}})
+    with pytest.raises(ConfigError, match="examples_per_class"):  # refused at load, before items are read
+        load_config(None, {"items": {"path": "x.csv"}, "generation": {"classes_per_request": 2, "examples_per_class": 1}})
 
 
 def test_batched_answers_parse_per_class():
