@@ -178,6 +178,18 @@ def test_batched_requests_ask_each_question_of_several_classes_keyed_per_class()
     assert all(not r.batch for r in single) and len(single) == len(classes) * len(FAMILIES["text"])
 
 
+def test_batched_few_shot_examples_become_one_keyed_turn():
+    import json
+
+    shots = [("finance", ["quarterly earnings"]), ("a", ["never shown to its own batch"])]
+    requests = build_requests(["a", "b", "c"], family="text", domain="news", n=4, few_shot=shots,
+                              classes_per_request=2)
+    first, last = requests[0].messages(), requests[-1].messages()  # batches [a, b] and [c]
+    assert json.loads(first[2]["content"]) == {"finance": ["quarterly earnings"]}  # a's own example is left out
+    assert '1. "finance"\n' in first[1]["content"] and first[-1]["content"].endswith('1. "a"\n2. "b"\n')
+    assert json.loads(last[2]["content"]) == {"finance": ["quarterly earnings"], "a": ["never shown to its own batch"]}
+
+
 def test_batched_requests_refuse_grounding_and_class_templates():
     with pytest.raises(ValueError, match="examples_per_class"):
         build_requests(["a", "b"], family="text", domain="d", n=3, classes_per_request=2, examples={"a": ["x"]})
