@@ -219,15 +219,12 @@ def _run_build(cfg: BuildConfig, out: Path, *, argv: list[str] | None, cached_on
     gen = cfg.generation
     sample = train_sample(cfg, loaded) if gen.examples_per_class or gen.rounds > 1 else None
     examples = class_examples(sample, gen.examples_per_class, gen.example_chars)
-    try:
-        requests = build_requests(
-            loaded.classes, family=cfg.generation.family, domain=cfg.generation.domain,
-            n=cfg.generation.concepts_per_prompt, samples=cfg.llm.samples, extra_templates=custom,
-            few_shot=[(ex.class_name, ex.concepts) for ex in cfg.generation.few_shot],
-            examples=examples, classes_per_request=gen.classes_per_request,
-        )
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    requests = build_requests(  # batching's refusals come at config load (GenerationConfig)
+        loaded.classes, family=cfg.generation.family, domain=cfg.generation.domain,
+        n=cfg.generation.concepts_per_prompt, samples=cfg.llm.samples, extra_templates=custom,
+        few_shot=[(ex.class_name, ex.concepts) for ex in cfg.generation.few_shot],
+        examples=examples, classes_per_request=gen.classes_per_request,
+    )
     mined = mined_candidates(cfg, loaded)
     review = None
     if cfg.selection.review_from:

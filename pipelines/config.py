@@ -134,9 +134,11 @@ class GenerationConfig(_Frozen):
 
     @model_validator(mode="after")
     def _batches_ask_about_names(self) -> "GenerationConfig":
-        if self.classes_per_request > 1 and self.examples_per_class:
-            raise ValueError("generation.classes_per_request > 1 cannot be combined with generation.examples_per_class "
-                             "(grounding shows items of one class per question)")
+        if self.classes_per_request > 1:  # refused at load, before any item is read
+            from conceptkit.pipelines.generation.prompts import check_batching, family_templates
+
+            templates = family_templates(self.family, [(t.id, t.template) for t in self.templates])
+            check_batching(templates, grounded=bool(self.examples_per_class))
         return self
 
     @model_validator(mode="after")

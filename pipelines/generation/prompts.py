@@ -243,14 +243,20 @@ def build_requests(
     ]
 
 
-def _batched_requests(classes, templates, domain, n, samples, shots, examples, size) -> list[ConceptRequest]:
-    if any(examples.values()):
+def check_batching(templates: Sequence[tuple[str, str]], grounded: bool) -> None:
+    """Raise ``ValueError`` when questions cannot be asked of several classes at once: grounding shows items of
+    one class per question, and a template naming ``{class}`` is about one class."""
+    if grounded:
         raise ValueError("generation.classes_per_request > 1 cannot be combined with generation.examples_per_class "
                          "(grounding shows items of one class per question)")
     for prompt_id, template in templates:
         if any(field == "class" for _, field, _, _ in string.Formatter().parse(template)):
             raise ValueError(f"generation.classes_per_request > 1: template {prompt_id!r} names {{class}}; a batched "
                              "question must be about 'the class below'")
+
+
+def _batched_requests(classes, templates, domain, n, samples, shots, examples, size) -> list[ConceptRequest]:
+    check_batching(templates, any(examples.values()))
     groups = [tuple(classes[i : i + size]) for i in range(0, len(classes), size)]
     return [
         ConceptRequest(group[0], prompt_id, render(template, class_name=group[0], domain=domain, n=n), s, n,

@@ -200,6 +200,9 @@ def test_batched_requests_refuse_grounding_and_class_templates():
         load_config(None, {"items": {"path": "x.csv"}, "generation": {"classes_per_request": 0}})
     with pytest.raises(ConfigError, match="examples_per_class"):  # refused at load, before items are read
         load_config(None, {"items": {"path": "x.csv"}, "generation": {"classes_per_request": 2, "examples_per_class": 1}})
+    with pytest.raises(ConfigError, match="names \\{class\\}"):
+        load_config(None, {"items": {"path": "x.csv"}, "generation": {
+            "classes_per_request": 2, "templates": [{"id": "mine", "template": "What marks {class}?"}]}})
 
 
 def test_batched_answers_parse_per_class():
