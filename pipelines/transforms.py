@@ -27,8 +27,7 @@ from conceptkit.pipelines.annotation.units import (load_unit_table, release_from
                                                    unit_scorer)
 from conceptkit.pipelines.config import AnnotationConfig, EmbeddingConfig, FilterConfig, SelectionConfig
 from conceptkit.pipelines.generation.client import ClientSettings
-from conceptkit.pipelines.generation.parse import (ParseError, answer_parses, max_concepts_per_answer, parse_batch,
-                                                  parse_candidates)
+from conceptkit.pipelines.generation.parse import ParseError, answer_parses, max_concepts_per_answer, parse_answer
 from conceptkit.pipelines.generation.prompts import ConceptRequest
 from conceptkit.pipelines.readers.items import image_rules
 
@@ -198,10 +197,7 @@ class GenerateCandidates(_Progressing):
                 yield "rejects", reject("generate", key, result.error, result.detail, raw=result.content)
                 continue
             try:
-                if request.batch:
-                    per_class, missing = parse_batch(result.content, request.batch)
-                else:
-                    per_class, missing = {request.class_name: parse_candidates(result.content)}, []
+                per_class, missing = parse_answer(result.content, request.classes, batched=bool(request.batch))
             except ParseError as exc:
                 counter("llm_unparseable").inc()
                 yield "rejects", reject("generate", key, exc.reason, str(exc), raw=result.content)

@@ -110,6 +110,14 @@ def parse_batch(text: str | None, classes: Sequence[str]) -> tuple[dict[str, lis
     return found, missing
 
 
+def parse_answer(text: str | None, classes: Sequence[str], *, batched: bool) -> tuple[dict[str, list[str]], list[str]]:
+    """({class: concepts}, classes the answer lacks) for a request about ``classes``: ``parse_batch`` for a
+    batched request, else one class's ``parse_candidates``. Raises ``ParseError`` as they do."""
+    if batched:
+        return parse_batch(text, classes)
+    return {classes[0]: parse_candidates(text)}, []
+
+
 def max_concepts_per_answer(asked: int) -> int:
     """How many concepts of one answer are kept: a few times what was asked; the rest is a runaway list."""
     return max(4 * asked, 50)

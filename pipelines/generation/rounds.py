@@ -122,7 +122,7 @@ class RoundRecord:
 
 
 def _candidates_of(requests, results, model: str) -> list:
-    from conceptkit.pipelines.generation.parse import ParseError, max_concepts_per_answer, parse_batch, parse_candidates
+    from conceptkit.pipelines.generation.parse import ParseError, max_concepts_per_answer, parse_answer
     from conceptkit.pipelines.selection.filters import Candidate
 
     out = []
@@ -130,8 +130,7 @@ def _candidates_of(requests, results, model: str) -> list:
         if result.error:
             continue
         try:
-            per_class = (parse_batch(result.content, request.batch)[0] if request.batch
-                         else {request.class_name: parse_candidates(result.content)})
+            per_class = parse_answer(result.content, request.classes, batched=bool(request.batch))[0]
         except ParseError:
             continue
         for name, concepts in per_class.items():
